@@ -1,0 +1,94 @@
+//! Metric names, descriptions and bucket bounds.
+//!
+//! The library records through the `metrics` facade and never installs a
+//! recorder. Hot paths use handles registered once per manager (a macro
+//! lookup costs a registry search per event), and the per-perform figures
+//! are added up in each worker and handed over in bulk (see `stats`).
+//!
+//! Histogram samples: an exporter such as metrics-exporter-prometheus keeps
+//! every recorded sample until its upkeep runs. Workers therefore never
+//! record one sample per perform; they keep a count and a sum per bucket and
+//! record each bucket's mean with its count (`record_many`). With the same
+//! bucket bounds configured in the exporter (the binary does this), the
+//! exported bucket counts and sum are exact, and the number of samples
+//! buffered is bounded by buckets × flushes, not by performs.
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+/// Performs by outcome (`outcome`: continue, reschedule, halt, move, panicked).
+pub const PERFORMS_TOTAL: &str = "keywheel_performs_total";
+/// Start of a perform minus its due time, in seconds.
+pub const PERFORM_LATENESS_SECONDS: &str = "keywheel_perform_lateness_seconds";
+/// Calls by result (`result`: ok, not_found, timeout, panicked, shutting_down, overloaded).
+pub const CALLS_TOTAL: &str = "keywheel_calls_total";
+/// Casts by result (`result`: ok, not_found, panicked, shutting_down, overloaded).
+pub const CASTS_TOTAL: &str = "keywheel_casts_total";
+/// Puts by result (`result`: inserted, replaced, exists).
+pub const PUTS_TOTAL: &str = "keywheel_puts_total";
+/// Deletes of existing entries.
+pub const DELETES_TOTAL: &str = "keywheel_deletes_total";
+/// Panics caught in callbacks (`callback`: perform, call, cast, init, terminate).
+pub const PANICS_TOTAL: &str = "keywheel_panics_total";
+/// `terminate` callbacks run, by `reason`.
+pub const TERMINATES_TOTAL: &str = "keywheel_terminates_total";
+/// Performs that ran longer than the overrun factor times their interval.
+pub const OVERRUNS_TOTAL: &str = "keywheel_overruns_total";
+/// Inputs rejected by validation (`reason`: interval, first_run, jitter, ...).
+pub const REJECTED_TOTAL: &str = "keywheel_rejected_total";
+/// Rescheduled intervals clamped into range.
+pub const CLAMPED_INTERVALS_TOTAL: &str = "keywheel_clamped_intervals_total";
+/// Entries in the manager.
+pub const ENTRIES: &str = "keywheel_entries";
+/// Entries per shard (`shard`).
+pub const SHARD_ENTRIES: &str = "keywheel_shard_entries";
+/// Workers running a callback batch.
+pub const POOL_BUSY: &str = "keywheel_pool_busy";
+/// Jobs handed to the worker pool and not yet started.
+pub const POOL_QUEUED: &str = "keywheel_pool_queued";
+/// The size of the worker pool.
+pub const POOL_WORKERS: &str = "keywheel_pool_workers";
+/// Performs that are due and not started.
+pub const DUE_NOT_STARTED: &str = "keywheel_due_not_started";
+
+/// Upper bounds (seconds) of the lateness histogram. The floor of lateness
+/// is about 1–2 ms (the wheel's 1 ms tick, rounded up), so the buckets start
+/// there and reach a minute for a saturated or stalled manager.
+pub const LATENESS_BUCKETS: &[f64] = &[
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Describes every library metric, so `# HELP` lines appear before the first sample.
+///
+/// A manager calls this when it starts; calling it again is harmless.
+pub fn describe() {
+    describe_counter!(PERFORMS_TOTAL, "Performs run, by outcome.");
+    describe_histogram!(
+        PERFORM_LATENESS_SECONDS,
+        Unit::Seconds,
+        "Start of a perform minus its due time."
+    );
+    describe_counter!(CALLS_TOTAL, "Calls, by result.");
+    describe_counter!(CASTS_TOTAL, "Casts, by result.");
+    describe_counter!(PUTS_TOTAL, "Puts, by result.");
+    describe_counter!(DELETES_TOTAL, "Deletes of existing entries.");
+    describe_counter!(PANICS_TOTAL, "Panics caught in callbacks, by callback.");
+    describe_counter!(TERMINATES_TOTAL, "Terminate callbacks run, by reason.");
+    describe_counter!(
+        OVERRUNS_TOTAL,
+        "Performs that ran longer than the overrun factor times their interval."
+    );
+    describe_counter!(REJECTED_TOTAL, "Inputs rejected by validation, by reason.");
+    describe_counter!(
+        CLAMPED_INTERVALS_TOTAL,
+        "Rescheduled intervals clamped into range."
+    );
+    describe_gauge!(ENTRIES, "Entries in the manager.");
+    describe_gauge!(SHARD_ENTRIES, "Entries per shard.");
+    describe_gauge!(POOL_BUSY, "Workers running callbacks.");
+    describe_gauge!(
+        POOL_QUEUED,
+        "Jobs handed to the worker pool and not yet started."
+    );
+    describe_gauge!(POOL_WORKERS, "Size of the worker pool.");
+    describe_gauge!(DUE_NOT_STARTED, "Performs that are due and not started.");
+}

@@ -1,0 +1,356 @@
+//! Due timers and finished callbacks: outcomes, cadence and the panic policy.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::time::Instant;
+
+use super::command::{Command, PutMode, Waiter};
+use super::entry::Flags;
+use super::timers::TimerRef;
+use super::Shard;
+use crate::config::PanicPolicy;
+use crate::handler::{Handler, Outcome, OutcomeKind, TerminateReason};
+use crate::options::{
+    clamp_interval, Cadence, EntryOptions, FirstRun, Interval, PackedInterval, MAX_INTERVAL,
+};
+use crate::pool::{Done, Ran};
+use crate::Id;
+
+/// Panics of one entry within the current restart window.
+pub(crate) struct PanicWindow {
+    started: Instant,
+    count: u32,
+}
+
+impl<H: Handler> Shard<H> {
+    /// Starts the perform of an entry whose timer fired, or queues it behind
+    /// the entry's in-flight callback.
+    pub(super) fn on_due(&mut self, timer: TimerRef, due: Instant, now: Instant) {
+        let Some(entry) = self.slab.get(timer.slot as usize) else {
+            return;
+        };
+        if entry.generation != timer.generation || entry.flags.has(Flags::DETACHED) {
+            // The entry was deleted or replaced after this timer fired.
+            return;
+        }
+
+        let waiter = Waiter::Perform { due };
+        if self.must_wait(timer.slot) {
+            self.enqueue(timer.slot, waiter);
+        } else {
+            self.ctx.shared.due_waiting.fetch_add(1, Ordering::Relaxed);
+            self.dispatch(timer.slot, waiter, now);
+        }
+    }
+
+    /// Applies a finished job: the payload goes back into the slab, then the
+    /// outcome decides the entry's fate, then the next waiter starts.
+    pub(super) fn on_done(&mut self, done: Done<H>, now: Instant) {
+        let Done::Callback {
+            slot,
+            generation,
+            payload,
+            ran,
+            started,
+            finished,
+            was_perform,
+            due,
+            needs_init,
+        } = done
+        else {
+            self.terminating -= 1;
+            self.phase.count_terminated();
+            return;
+        };
+        self.in_flight -= 1;
+        self.phase.count_callback(&ran);
+
+        let entry = &mut self.slab[slot as usize];
+        debug_assert_eq!(entry.generation, generation, "a busy slot is never reused");
+        if entry.flags.has(Flags::DETACHED) {
+            // Deleted or replaced while the callback ran: the outcome is
+            // discarded and the entry ends now, with its last payload.
+            let entry = self.slab.remove(slot as usize);
+            self.panics.remove(&slot);
+            let reason = self
+                .detached
+                .remove(&slot)
+                .unwrap_or(TerminateReason::Deleted);
+            self.log_panic(&entry.id, &ran);
+            self.terminate(entry.id, payload, reason);
+            return;
+        }
+
+        entry.payload = Some(payload);
+        entry.flags.clear(Flags::BUSY);
+        if needs_init {
+            entry.flags.set(Flags::NEEDS_INIT);
+        }
+        if was_perform {
+            entry.performs = entry.performs.saturating_add(1);
+            entry.last_outcome = Some(match &ran {
+                Ran::Outcome(outcome) => outcome.kind(),
+                _ => OutcomeKind::Panicked,
+            });
+            self.check_overrun(slot, started, finished);
+        }
+
+        let alive = match ran {
+            Ran::Outcome(outcome) => {
+                self.apply_outcome(slot, outcome, was_perform, due, finished, now)
+            }
+            Ran::Panicked(message) => {
+                self.apply_panic_policy(slot, message, was_perform, due, finished, now)
+            }
+            Ran::Skipped | Ran::Cancelled => true,
+        };
+        if alive {
+            self.start_next_waiter(slot, now);
+        }
+    }
+
+    /// Returns false if the outcome removed the entry.
+    fn apply_outcome(
+        &mut self,
+        slot: u32,
+        outcome: Outcome<H::Id>,
+        was_perform: bool,
+        due: Instant,
+        finished: Instant,
+        now: Instant,
+    ) -> bool {
+        match outcome {
+            Outcome::Continue => {
+                if was_perform {
+                    self.rearm_after_perform(slot, due, finished, now);
+                }
+                true
+            }
+            Outcome::Reschedule(interval) => {
+                let (interval, clamped) = clamp_interval(interval);
+                if clamped {
+                    self.ctx.stats.counters.clamped.increment(1);
+                }
+                self.slab[slot as usize].interval = PackedInterval::from_duration(interval);
+                if was_perform {
+                    self.rearm_after_perform(slot, due, finished, now);
+                } else if self.slab[slot as usize].timer().is_some() {
+                    // From a call or cast, the new interval starts now.
+                    self.arm(slot, now + interval, now);
+                }
+                true
+            }
+            Outcome::Halt => {
+                self.remove(slot, TerminateReason::Halted);
+                false
+            }
+            Outcome::Move(new_id) => {
+                if new_id == self.slab[slot as usize].id {
+                    if was_perform {
+                        self.rearm_after_perform(slot, due, finished, now);
+                    }
+                    return true;
+                }
+                self.move_entry(slot, new_id, now);
+                false
+            }
+        }
+    }
+
+    /// Sets the next perform's timer after a perform finished.
+    fn rearm_after_perform(&mut self, slot: u32, due: Instant, finished: Instant, now: Instant) {
+        let entry = &self.slab[slot as usize];
+        let Some(interval) = entry.interval.get() else {
+            return;
+        };
+        let next = match entry.cadence() {
+            Cadence::FixedDelay => finished + interval,
+            Cadence::FixedRate => next_on_grid(due, interval, now),
+        };
+        let next = next.min(now + MAX_INTERVAL);
+        self.arm(slot, next, now);
+    }
+
+    /// Removes `slot` and inserts its payload and options under `new_id`.
+    fn move_entry(&mut self, slot: u32, new_id: H::Id, now: Instant) {
+        let entry = &self.slab[slot as usize];
+        let payload = entry
+            .payload
+            .clone()
+            .expect("an idle entry holds its payload");
+        let interval = match entry.interval.get() {
+            Some(every) => Interval::Every(every),
+            None => Interval::Never,
+        };
+        let options = EntryOptions {
+            interval,
+            first_run: FirstRun::AfterInterval,
+            jitter: Duration::ZERO,
+            cadence: entry.cadence(),
+        };
+        self.remove(slot, TerminateReason::Moved);
+
+        let target = (new_id.stable_hash() % self.ctx.config.shards as u64) as usize;
+        if target == self.ctx.index {
+            self.put(new_id, payload, options, PutMode::Upsert, now);
+            return;
+        }
+        let Some(peer) = self.ctx.peers[target].upgrade() else {
+            return;
+        };
+        let command = Command::Put {
+            id: new_id,
+            payload,
+            options,
+            mode: PutMode::Upsert,
+            reply: None,
+        };
+        // Never wait on another shard's full queue here: two shards moving
+        // entries to each other would deadlock.
+        if let Err(TrySendError::Full(command)) = peer.try_send(command) {
+            tokio::spawn(async move {
+                let _ = peer.send(command).await;
+            });
+        }
+    }
+
+    /// Applies the manager's panic policy; returns false if the entry was removed.
+    fn apply_panic_policy(
+        &mut self,
+        slot: u32,
+        message: String,
+        was_perform: bool,
+        due: Instant,
+        finished: Instant,
+        now: Instant,
+    ) -> bool {
+        let id = self.slab[slot as usize].id.clone();
+        self.log_panic(&id, &Ran::Panicked(message.clone()));
+
+        let config = &self.ctx.config;
+        let window = self.panics.entry(slot).or_insert(PanicWindow {
+            started: now,
+            count: 0,
+        });
+        if now.saturating_duration_since(window.started) > config.restart_window {
+            *window = PanicWindow {
+                started: now,
+                count: 0,
+            };
+        }
+        window.count += 1;
+        let over_limit = window.count > config.max_restarts;
+
+        if over_limit || config.panic_policy == PanicPolicy::Remove {
+            self.remove(slot, TerminateReason::Panicked(message));
+            return false;
+        }
+        if config.panic_policy == PanicPolicy::Reinit {
+            self.slab[slot as usize].flags.set(Flags::NEEDS_INIT);
+        }
+        if was_perform {
+            self.rearm_after_perform(slot, due, finished, now);
+        }
+        true
+    }
+
+    fn log_panic(&mut self, id: &H::Id, ran: &Ran<H::Id>) {
+        let Ran::Panicked(message) = ran else {
+            return;
+        };
+        if let Some(suppressed) = self.panic_log.allow() {
+            tracing::warn!(
+                id = ?id,
+                shard = self.ctx.index,
+                error = %message,
+                suppressed,
+                "callback panicked"
+            );
+        }
+    }
+
+    /// Counts and logs a perform that ran longer than the overrun factor
+    /// times its interval.
+    fn check_overrun(&mut self, slot: u32, started: Instant, finished: Instant) {
+        let entry = &self.slab[slot as usize];
+        let Some(interval) = entry.interval.get() else {
+            return;
+        };
+        let took = finished.saturating_duration_since(started);
+        if took.as_secs_f64() <= interval.as_secs_f64() * self.ctx.config.overrun_factor {
+            return;
+        }
+        self.ctx.stats.counters.overruns.increment(1);
+        if let Some(suppressed) = self.overrun_log.allow() {
+            tracing::warn!(
+                id = ?entry.id,
+                shard = self.ctx.index,
+                took_ms = took.as_millis() as u64,
+                interval_ms = interval.as_millis() as u64,
+                suppressed,
+                "perform overran its interval"
+            );
+        }
+    }
+
+    /// Starts the next queued work of an idle entry, answering gets on the way.
+    pub(super) fn start_next_waiter(&mut self, slot: u32, now: Instant) {
+        while !self.slab[slot as usize].is_busy() {
+            let Some(queue) = self.waiters.get_mut(&slot) else {
+                return;
+            };
+            let Some(waiter) = queue.pop_front() else {
+                self.waiters.remove(&slot);
+                self.slab[slot as usize].flags.clear(Flags::HAS_WAITERS);
+                return;
+            };
+            if queue.is_empty() {
+                self.waiters.remove(&slot);
+                self.slab[slot as usize].flags.clear(Flags::HAS_WAITERS);
+            }
+            if !self.phase.runs_timers() && matches!(waiter, Waiter::Perform { .. }) {
+                // Draining: no perform starts after shutdown began.
+                self.ctx.shared.due_waiting.fetch_sub(1, Ordering::Relaxed);
+                continue;
+            }
+            self.dispatch(slot, waiter, now);
+        }
+    }
+}
+
+/// Returns the first point of the grid `due + k × interval` (k ≥ 1) that is
+/// not before `now`: slots missed while a perform ran late are skipped.
+fn next_on_grid(due: Instant, interval: Duration, now: Instant) -> Instant {
+    let next = due + interval;
+    if next >= now {
+        return next;
+    }
+    let behind = now.duration_since(next).as_nanos();
+    let step = interval.as_nanos().max(1);
+    let steps = behind.div_ceil(step);
+    let skip = Duration::from_nanos(u64::try_from(steps * step).unwrap_or(u64::MAX));
+    next + skip
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grid_skips_missed_slots() {
+        let start = Instant::now();
+        let interval = Duration::from_millis(100);
+
+        assert_eq!(next_on_grid(start, interval, start), start + interval);
+        assert_eq!(
+            next_on_grid(start, interval, start + Duration::from_millis(350)),
+            start + Duration::from_millis(400)
+        );
+        assert_eq!(
+            next_on_grid(start, interval, start + Duration::from_millis(400)),
+            start + Duration::from_millis(400)
+        );
+    }
+}

@@ -1,0 +1,424 @@
+//! Store operations inside a shard: put, get, del, call, cast and their bulk forms.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::command::{Command, PutMode, Reply, Waiter};
+use super::entry::{Entry, Flags};
+use super::timers::TimerRef;
+use super::Shard;
+use crate::error::Error;
+use crate::handler::{Handler, TerminateReason};
+use crate::manager::{PutResult, Snapshot};
+use crate::options::{ceil_millis, EntryOptions, FirstRun, Interval, PackedInterval, MAX_INTERVAL};
+use crate::pool::Job;
+
+impl<H: Handler> Shard<H> {
+    pub(super) fn on_command(&mut self, command: Command<H>, now: Instant) {
+        if !self.phase.accepts_commands() {
+            reject_shutting_down(command);
+            return;
+        }
+
+        match command {
+            Command::Put {
+                id,
+                payload,
+                options,
+                mode,
+                reply,
+            } => {
+                let result = self.put(id, payload, options, mode, now);
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Command::PutMany { items, mode, reply } => {
+                let (mut inserted, mut replaced) = (0, 0);
+                self.index.reserve(&self.slab, items.len());
+                self.slab.reserve(items.len());
+                for (id, payload, options) in items {
+                    match self.put(id, payload, options, mode, now) {
+                        PutResult::Inserted => inserted += 1,
+                        PutResult::Replaced => replaced += 1,
+                        PutResult::Exists => {}
+                    }
+                }
+                let _ = reply.send(Ok((inserted, replaced)));
+            }
+            Command::Get { id, reply } => self.get(id, reply),
+            Command::Contains { id, reply } => {
+                let _ = reply.send(Ok(self.index.find(&self.slab, &id).is_some()));
+            }
+            Command::Del { id, reply } => {
+                let existed = self.del(&id);
+                let _ = reply.send(Ok(existed));
+            }
+            Command::DelMany { ids, reply } => {
+                let deleted = ids.iter().filter(|id| self.del(id)).count();
+                let _ = reply.send(Ok(deleted));
+            }
+            Command::Call {
+                id,
+                request,
+                deadline,
+                issued,
+                reply,
+            } => self.call(id, request, deadline, issued, reply, now),
+            Command::Cast { id, message, reply } => self.cast(id, message, reply),
+            Command::Shutdown {
+                grace,
+                run_terminate,
+                reply,
+            } => self.begin_drain(grace, run_terminate, reply, now),
+        }
+    }
+
+    /// Inserts or replaces an entry and sets its first timer.
+    pub(super) fn put(
+        &mut self,
+        id: H::Id,
+        payload: H::Payload,
+        options: EntryOptions,
+        mode: PutMode,
+        now: Instant,
+    ) -> PutResult {
+        let existing = self.index.find(&self.slab, &id);
+        if existing.is_some() && mode == PutMode::IfAbsent {
+            self.ctx.stats.counters.puts_exists.increment(1);
+            return PutResult::Exists;
+        }
+        if let Some(slot) = existing {
+            self.remove(slot, TerminateReason::Replaced);
+        }
+
+        let generation = self.next_generation();
+        let interval = PackedInterval::new(options.interval);
+        let entry = Entry::new(
+            id,
+            payload,
+            interval,
+            options.cadence,
+            generation,
+            self.placeholder,
+        );
+        let slot = self.slab.insert(entry) as u32;
+        self.index
+            .insert(&self.slab, &self.slab[slot as usize].id, slot);
+
+        if let Some(first_due) = self.first_due(&options, now) {
+            self.arm(slot, first_due, now);
+        }
+        self.publish_len();
+
+        if existing.is_some() {
+            self.ctx.stats.counters.puts_replaced.increment(1);
+            PutResult::Replaced
+        } else {
+            self.ctx.stats.counters.puts_inserted.increment(1);
+            PutResult::Inserted
+        }
+    }
+
+    /// Returns the first due time of a new entry, at most [`MAX_INTERVAL`] ahead.
+    fn first_due(&mut self, options: &EntryOptions, now: Instant) -> Option<Instant> {
+        let delay = match (options.first_run, options.interval) {
+            (FirstRun::AfterInterval, Interval::Every(every)) => every,
+            (FirstRun::AfterInterval, Interval::Never) => return None,
+            (FirstRun::Immediately, _) => Duration::ZERO,
+            (FirstRun::After(after), _) => after,
+        };
+        let jitter_ms = ceil_millis(options.jitter);
+        let jitter = Duration::from_millis(self.random_below(jitter_ms));
+        let delay = delay.saturating_add(jitter).min(MAX_INTERVAL);
+        Some(now + delay)
+    }
+
+    /// Sets the timer of the entry in `slot`.
+    pub(super) fn arm(&mut self, slot: u32, when: Instant, now: Instant) {
+        let entry = &mut self.slab[slot as usize];
+        let timer = TimerRef {
+            slot,
+            generation: entry.generation,
+        };
+        let key = self.timers.insert(timer, when, now);
+        if let Some(old) = entry.disarm() {
+            self.timers.remove(old);
+        }
+        entry.arm(key);
+    }
+
+    /// Removes the entry in `slot` from the index and the schedule. An idle
+    /// entry leaves the slab and its `terminate` is queued now; a busy one is
+    /// detached and terminated when its callback hands the payload back.
+    pub(super) fn remove(&mut self, slot: u32, reason: TerminateReason) {
+        let entry = &self.slab[slot as usize];
+        self.index.remove(&self.slab, &entry.id);
+
+        let entry = &mut self.slab[slot as usize];
+        if let Some(key) = entry.disarm() {
+            self.timers.remove(key);
+        }
+        if entry.flags.has(Flags::HAS_WAITERS) {
+            entry.flags.clear(Flags::HAS_WAITERS);
+            let id = entry.id.clone();
+            if let Some(waiters) = self.waiters.remove(&slot) {
+                self.abandon_waiters(&id, waiters);
+            }
+        }
+
+        if self.slab[slot as usize].is_busy() {
+            self.slab[slot as usize].flags.set(Flags::DETACHED);
+            self.detached.insert(slot, reason);
+        } else {
+            let entry = self.slab.remove(slot as usize);
+            self.panics.remove(&slot);
+            let payload = entry.payload.expect("an idle entry holds its payload");
+            self.terminate(entry.id, payload, reason);
+        }
+        self.publish_len();
+    }
+
+    /// Queues `terminate` for an entry that has left the shard.
+    pub(super) fn terminate(&mut self, id: H::Id, payload: H::Payload, reason: TerminateReason) {
+        tracing::debug!(id = ?id, shard = self.ctx.index, reason = reason.as_str(), "entry removed");
+        self.terminating += 1;
+        self.push_job(Job::Terminate {
+            id,
+            payload,
+            reason,
+        });
+    }
+
+    /// Answers waiters of an entry that is gone.
+    fn abandon_waiters(&mut self, id: &H::Id, waiters: VecDeque<Waiter<H>>) {
+        for waiter in waiters {
+            match waiter {
+                Waiter::Call { reply, .. } => {
+                    self.ctx.stats.counters.calls_not_found.increment(1);
+                    let _ = reply.send(Err(Error::not_found(id)));
+                }
+                Waiter::Get { reply } => {
+                    let _ = reply.send(Ok(None));
+                }
+                Waiter::Perform { .. } => {
+                    self.ctx.shared.due_waiting.fetch_sub(1, Ordering::Relaxed);
+                }
+                // A cast was acknowledged when it was queued; it is dropped
+                // with the entry, like any later work for a deleted id.
+                Waiter::Cast { .. } => {}
+            }
+        }
+    }
+
+    fn del(&mut self, id: &H::Id) -> bool {
+        match self.index.find(&self.slab, id) {
+            Some(slot) => {
+                self.remove(slot, TerminateReason::Deleted);
+                self.ctx.stats.counters.deletes.increment(1);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn get(&mut self, id: H::Id, reply: Reply<Option<Snapshot<H::Payload>>>) {
+        let Some(slot) = self.index.find(&self.slab, &id) else {
+            let _ = reply.send(Ok(None));
+            return;
+        };
+        if self.must_wait(slot) {
+            self.enqueue(slot, Waiter::Get { reply });
+        } else {
+            let _ = reply.send(Ok(Some(self.snapshot(slot))));
+        }
+    }
+
+    /// Returns a copy of an idle entry's payload and metadata.
+    pub(super) fn snapshot(&self, slot: u32) -> Snapshot<H::Payload> {
+        let entry = &self.slab[slot as usize];
+        Snapshot {
+            payload: entry
+                .payload
+                .clone()
+                .expect("an idle entry holds its payload"),
+            interval: match entry.interval.get() {
+                Some(every) => Interval::Every(every),
+                None => Interval::Never,
+            },
+            next_due: entry.timer().and_then(|key| self.timers.deadline(key)),
+            performs: u64::from(entry.performs),
+            last_outcome: entry.last_outcome,
+            cadence: entry.cadence(),
+        }
+    }
+
+    fn call(
+        &mut self,
+        id: H::Id,
+        request: H::Request,
+        deadline: Instant,
+        issued: Instant,
+        reply: Reply<H::Reply>,
+        now: Instant,
+    ) {
+        let Some(slot) = self.index.find(&self.slab, &id) else {
+            self.ctx.stats.counters.calls_not_found.increment(1);
+            let _ = reply.send(Err(Error::not_found(&id)));
+            return;
+        };
+        let waiter = Waiter::Call {
+            request,
+            deadline,
+            issued,
+            reply,
+        };
+        if self.must_wait(slot) {
+            self.enqueue(slot, waiter);
+        } else {
+            self.dispatch(slot, waiter, now);
+        }
+    }
+
+    fn cast(&mut self, id: H::Id, message: H::Message, reply: Reply<()>) {
+        let Some(slot) = self.index.find(&self.slab, &id) else {
+            self.ctx.stats.counters.casts_not_found.increment(1);
+            let _ = reply.send(Err(Error::not_found(&id)));
+            return;
+        };
+        let _ = reply.send(Ok(()));
+        let waiter = Waiter::Cast { message };
+        if self.must_wait(slot) {
+            self.enqueue(slot, waiter);
+        } else {
+            self.dispatch(slot, waiter, Instant::now());
+        }
+    }
+
+    /// True if work for this entry must queue behind its in-flight callback
+    /// or behind earlier waiters.
+    pub(super) fn must_wait(&self, slot: u32) -> bool {
+        let entry = &self.slab[slot as usize];
+        entry.is_busy() || entry.flags.has(Flags::HAS_WAITERS)
+    }
+
+    pub(super) fn enqueue(&mut self, slot: u32, waiter: Waiter<H>) {
+        if matches!(waiter, Waiter::Perform { .. }) {
+            self.ctx.shared.due_waiting.fetch_add(1, Ordering::Relaxed);
+        }
+        self.slab[slot as usize].flags.set(Flags::HAS_WAITERS);
+        self.waiters.entry(slot).or_default().push_back(waiter);
+    }
+
+    /// Starts work on an idle entry: a get is answered here, anything else
+    /// takes the payload and goes to the pool. Returns true if the entry is
+    /// now busy.
+    pub(super) fn dispatch(&mut self, slot: u32, waiter: Waiter<H>, now: Instant) -> bool {
+        let waiter = match waiter {
+            Waiter::Get { reply } => {
+                let _ = reply.send(Ok(Some(self.snapshot(slot))));
+                return false;
+            }
+            Waiter::Call {
+                deadline,
+                issued,
+                reply,
+                ..
+            } if now >= deadline || reply.is_closed() => {
+                // The caller counts the timeout when it gives up.
+                let id = &self.slab[slot as usize].id;
+                let _ = reply.send(Err(Error::Timeout {
+                    id: format!("{id:?}"),
+                    waited: now.saturating_duration_since(issued),
+                }));
+                return false;
+            }
+            other => other,
+        };
+
+        let entry = &mut self.slab[slot as usize];
+        let payload = entry
+            .payload
+            .take()
+            .expect("an idle entry holds its payload");
+        let needs_init = entry.flags.has(Flags::NEEDS_INIT);
+        entry.flags.clear(Flags::NEEDS_INIT);
+        entry.flags.set(Flags::BUSY);
+        let id = entry.id.clone();
+        let generation = entry.generation;
+        self.in_flight += 1;
+
+        let job = match waiter {
+            Waiter::Perform { due } => Job::Perform {
+                slot,
+                generation,
+                id,
+                payload,
+                needs_init,
+                due,
+            },
+            Waiter::Call {
+                request,
+                deadline,
+                issued,
+                reply,
+            } => Job::Call {
+                slot,
+                generation,
+                id,
+                payload,
+                needs_init,
+                request,
+                deadline,
+                issued,
+                reply,
+            },
+            Waiter::Cast { message } => Job::Cast {
+                slot,
+                generation,
+                id,
+                payload,
+                needs_init,
+                message,
+            },
+            Waiter::Get { .. } => unreachable!("gets are answered above"),
+        };
+        self.push_job(job);
+        true
+    }
+}
+
+/// Answers a command that arrived after shutdown began.
+fn reject_shutting_down<H: Handler>(command: Command<H>) {
+    match command {
+        Command::Put { reply, .. } => {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(Error::ShuttingDown));
+            }
+        }
+        Command::PutMany { reply, .. } => {
+            let _ = reply.send(Err(Error::ShuttingDown));
+        }
+        Command::Get { reply, .. } => {
+            let _ = reply.send(Err(Error::ShuttingDown));
+        }
+        Command::Contains { reply, .. } | Command::Del { reply, .. } => {
+            let _ = reply.send(Err(Error::ShuttingDown));
+        }
+        Command::DelMany { reply, .. } => {
+            let _ = reply.send(Err(Error::ShuttingDown));
+        }
+        Command::Call { reply, .. } => {
+            let _ = reply.send(Err(Error::ShuttingDown));
+        }
+        Command::Cast { reply, .. } => {
+            let _ = reply.send(Err(Error::ShuttingDown));
+        }
+        Command::Shutdown { reply, .. } => {
+            let _ = reply.send(Default::default());
+        }
+    }
+}

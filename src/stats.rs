@@ -1,0 +1,303 @@
+//! Per-worker tallies of the hot path, handed to metrics in bulk.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use metrics::{Counter, Histogram as MetricHistogram, Label};
+
+use crate::error::OptionsError;
+use crate::handler::OutcomeKind;
+use crate::metrics as names;
+use crate::pool::Ran;
+
+/// How often a busy worker publishes its tallies. An idle worker publishes
+/// before it waits for the next batch.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// Highest lateness the in-process histogram tracks: one hour, in microseconds.
+const LATENESS_MAX_MICROS: u64 = 3_600_000_000;
+
+const CALL_RESULTS: [&str; 3] = ["ok", "panicked", "shutting_down"];
+const CAST_RESULTS: [&str; 3] = ["ok", "panicked", "shutting_down"];
+const PANIC_CALLBACKS: [&str; 4] = ["perform", "call", "cast", "terminate"];
+const TERMINATE_REASONS: [&str; 6] = [
+    "deleted", "replaced", "halted", "moved", "panicked", "shutdown",
+];
+
+/// Handles for events counted outside the pool, one at a time.
+pub(crate) struct Counters {
+    pub(crate) puts_inserted: Counter,
+    pub(crate) puts_replaced: Counter,
+    pub(crate) puts_exists: Counter,
+    pub(crate) deletes: Counter,
+    pub(crate) calls_not_found: Counter,
+    pub(crate) calls_timed_out: Counter,
+    pub(crate) casts_not_found: Counter,
+    pub(crate) clamped: Counter,
+    pub(crate) overruns: Counter,
+    rejected_interval: Counter,
+    rejected_first_run: Counter,
+    rejected_jitter: Counter,
+}
+
+impl Counters {
+    fn new(manager: &str) -> Self {
+        let labeled = |name: &'static str, key: &'static str, value: &'static str| {
+            metrics::counter!(
+                name,
+                vec![
+                    Label::new("manager", manager.to_string()),
+                    Label::new(key, value)
+                ]
+            )
+        };
+        let plain = |name: &'static str| {
+            metrics::counter!(name, vec![Label::new("manager", manager.to_string())])
+        };
+        Counters {
+            puts_inserted: labeled(names::PUTS_TOTAL, "result", "inserted"),
+            puts_replaced: labeled(names::PUTS_TOTAL, "result", "replaced"),
+            puts_exists: labeled(names::PUTS_TOTAL, "result", "exists"),
+            deletes: plain(names::DELETES_TOTAL),
+            calls_not_found: labeled(names::CALLS_TOTAL, "result", "not_found"),
+            calls_timed_out: labeled(names::CALLS_TOTAL, "result", "timeout"),
+            casts_not_found: labeled(names::CASTS_TOTAL, "result", "not_found"),
+            clamped: plain(names::CLAMPED_INTERVALS_TOTAL),
+            overruns: plain(names::OVERRUNS_TOTAL),
+            rejected_interval: labeled(names::REJECTED_TOTAL, "reason", "interval"),
+            rejected_first_run: labeled(names::REJECTED_TOTAL, "reason", "first_run"),
+            rejected_jitter: labeled(names::REJECTED_TOTAL, "reason", "jitter"),
+        }
+    }
+
+    /// Counts an input rejected by options validation.
+    pub(crate) fn count_rejected(&self, error: &OptionsError) {
+        match error {
+            OptionsError::ZeroInterval => self.rejected_interval.increment(1),
+            OptionsError::TooLong { field, .. } => match *field {
+                "first_run" => self.rejected_first_run.increment(1),
+                "jitter" => self.rejected_jitter.increment(1),
+                _ => self.rejected_interval.increment(1),
+            },
+        }
+    }
+}
+
+/// Metric handles and in-process figures shared by a manager's workers.
+pub(crate) struct ManagerStats {
+    pub(crate) counters: Counters,
+    lateness: Mutex<Histogram<u64>>,
+    performs: AtomicU64,
+    lateness_metric: MetricHistogram,
+    performs_by_outcome: [Counter; 5],
+    calls_by_result: [Counter; 3],
+    casts_by_result: [Counter; 3],
+    panics_by_callback: [Counter; 4],
+    terminates_by_reason: [Counter; 6],
+}
+
+impl ManagerStats {
+    pub(crate) fn new(manager: &str) -> Self {
+        let label = |key: &'static str, value: &'static str| {
+            vec![
+                Label::new("manager", manager.to_string()),
+                Label::new(key, value),
+            ]
+        };
+        ManagerStats {
+            counters: Counters::new(manager),
+            lateness: Mutex::new(new_lateness_histogram()),
+            performs: AtomicU64::new(0),
+            lateness_metric: metrics::histogram!(
+                names::PERFORM_LATENESS_SECONDS,
+                vec![Label::new("manager", manager.to_string())]
+            ),
+            performs_by_outcome: OutcomeKind::ALL.map(|kind| {
+                metrics::counter!(names::PERFORMS_TOTAL, label("outcome", kind.as_str()))
+            }),
+            calls_by_result: CALL_RESULTS
+                .map(|result| metrics::counter!(names::CALLS_TOTAL, label("result", result))),
+            casts_by_result: CAST_RESULTS
+                .map(|result| metrics::counter!(names::CASTS_TOTAL, label("result", result))),
+            panics_by_callback: PANIC_CALLBACKS.map(|callback| {
+                metrics::counter!(names::PANICS_TOTAL, label("callback", callback))
+            }),
+            terminates_by_reason: TERMINATE_REASONS
+                .map(|reason| metrics::counter!(names::TERMINATES_TOTAL, label("reason", reason))),
+        }
+    }
+
+    /// Returns a copy of the lateness histogram, in microseconds.
+    pub(crate) fn lateness(&self) -> Histogram<u64> {
+        self.lateness
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+
+    /// Returns how many performs have finished.
+    pub(crate) fn performs(&self) -> u64 {
+        self.performs.load(Ordering::Relaxed)
+    }
+}
+
+fn new_lateness_histogram() -> Histogram<u64> {
+    // Three significant digits over 1 µs to 1 h: about 0.1% error, 200 KiB.
+    Histogram::new_with_bounds(1, LATENESS_MAX_MICROS, 3).expect("the bounds are valid constants")
+}
+
+/// A worker's tallies since its last flush.
+pub(crate) struct WorkerStats {
+    shared: Arc<ManagerStats>,
+    lateness: Histogram<u64>,
+    /// Count and sum (seconds) of lateness samples per bucket; the last
+    /// element is the bucket above the highest bound.
+    buckets: Vec<(u64, f64)>,
+    performs: [u64; 5],
+    calls: [u64; 3],
+    casts: [u64; 3],
+    panics: [u64; 4],
+    terminates: [u64; 6],
+    dirty: bool,
+    last_flush: std::time::Instant,
+}
+
+impl WorkerStats {
+    pub(crate) fn new(shared: Arc<ManagerStats>) -> Self {
+        WorkerStats {
+            shared,
+            lateness: new_lateness_histogram(),
+            buckets: vec![(0, 0.0); names::LATENESS_BUCKETS.len() + 1],
+            performs: [0; 5],
+            calls: [0; 3],
+            casts: [0; 3],
+            panics: [0; 4],
+            terminates: [0; 6],
+            dirty: false,
+            last_flush: std::time::Instant::now(),
+        }
+    }
+
+    pub(crate) fn record_lateness(&mut self, lateness: Duration) {
+        let micros = u64::try_from(lateness.as_micros()).unwrap_or(u64::MAX);
+        self.lateness
+            .saturating_record(micros.clamp(1, LATENESS_MAX_MICROS));
+
+        let seconds = lateness.as_secs_f64();
+        let bucket = names::LATENESS_BUCKETS.partition_point(|&bound| bound < seconds);
+        let (count, sum) = &mut self.buckets[bucket];
+        *count += 1;
+        *sum += seconds;
+        self.dirty = true;
+    }
+
+    pub(crate) fn record_perform<I>(&mut self, ran: &Ran<I>) {
+        match ran {
+            Ran::Outcome(outcome) => self.performs[outcome.kind() as usize] += 1,
+            Ran::Panicked(_) => {
+                self.performs[OutcomeKind::Panicked as usize] += 1;
+                self.panics[0] += 1;
+            }
+            Ran::Skipped | Ran::Cancelled => {}
+        }
+        self.dirty = true;
+    }
+
+    pub(crate) fn record_call<I>(&mut self, ran: &Ran<I>) {
+        // A skipped call timed out; the caller counted it when it gave up.
+        match ran {
+            Ran::Outcome(_) => self.calls[0] += 1,
+            Ran::Skipped => {}
+            Ran::Panicked(_) => {
+                self.calls[1] += 1;
+                self.panics[1] += 1;
+            }
+            Ran::Cancelled => self.calls[2] += 1,
+        }
+        self.dirty = true;
+    }
+
+    pub(crate) fn record_cast<I>(&mut self, ran: &Ran<I>) {
+        match ran {
+            Ran::Outcome(_) | Ran::Skipped => self.casts[0] += 1,
+            Ran::Panicked(_) => {
+                self.casts[1] += 1;
+                self.panics[2] += 1;
+            }
+            Ran::Cancelled => self.casts[2] += 1,
+        }
+        self.dirty = true;
+    }
+
+    pub(crate) fn record_panic(&mut self, callback: &str) {
+        if let Some(index) = PANIC_CALLBACKS.iter().position(|c| *c == callback) {
+            self.panics[index] += 1;
+            self.dirty = true;
+        }
+    }
+
+    pub(crate) fn record_terminate(&mut self, reason: &str) {
+        if let Some(index) = TERMINATE_REASONS.iter().position(|r| *r == reason) {
+            self.terminates[index] += 1;
+            self.dirty = true;
+        }
+    }
+
+    /// Publishes the tallies if the last flush is older than [`FLUSH_EVERY`].
+    pub(crate) fn flush_if_stale(&mut self) {
+        if self.dirty && self.last_flush.elapsed() >= FLUSH_EVERY {
+            self.flush();
+        }
+    }
+
+    /// Publishes the tallies to the shared histogram and the metric handles.
+    pub(crate) fn flush(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        self.last_flush = std::time::Instant::now();
+
+        {
+            let mut shared = self
+                .shared
+                .lateness
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            // Both histograms have the same bounds, so adding cannot fail.
+            let _ = shared.add(&self.lateness);
+        }
+        self.lateness.reset();
+
+        for (count, sum) in self.buckets.iter_mut() {
+            if *count > 0 {
+                // The mean of samples in (low, high] lies in (low, high], so
+                // the exporter files all of them in the same bucket.
+                self.shared
+                    .lateness_metric
+                    .record_many(*sum / *count as f64, *count as usize);
+                *count = 0;
+                *sum = 0.0;
+            }
+        }
+
+        let performed: u64 = self.performs.iter().sum();
+        self.shared.performs.fetch_add(performed, Ordering::Relaxed);
+        publish(&mut self.performs, &self.shared.performs_by_outcome);
+        publish(&mut self.calls, &self.shared.calls_by_result);
+        publish(&mut self.casts, &self.shared.casts_by_result);
+        publish(&mut self.panics, &self.shared.panics_by_callback);
+        publish(&mut self.terminates, &self.shared.terminates_by_reason);
+    }
+}
+
+fn publish<const N: usize>(counts: &mut [u64; N], counters: &[Counter; N]) {
+    for (count, counter) in counts.iter_mut().zip(counters) {
+        if *count > 0 {
+            counter.increment(*count);
+            *count = 0;
+        }
+    }
+}
