@@ -52,6 +52,8 @@
 
 mod builder;
 mod config;
+#[cfg(feature = "server")]
+pub mod demo;
 mod error;
 mod gauges;
 mod handler;
@@ -61,6 +63,8 @@ mod manager;
 pub mod metrics;
 mod options;
 mod pool;
+#[cfg(feature = "server")]
+pub mod server;
 mod shard;
 mod stats;
 

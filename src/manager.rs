@@ -165,8 +165,8 @@ impl<H: Handler> Inner<H> {
 
 impl<H: Handler> Drop for Inner<H> {
     fn drop(&mut self) {
-        // Workers hold a sender of their own queue (to hand batches on), so
-        // the queue must be closed explicitly for them to end.
+        // Shards hold senders of the pool's queue until they notice that the
+        // manager is gone; closing it here lets the workers end at once.
         self.pool.close();
     }
 }
@@ -197,6 +197,7 @@ impl<H: Handler> Manager<H> {
         let load = Arc::new(PoolLoad::default());
         let hasher = hashbrown::DefaultHashBuilder::default();
         let (pool_tx, pool_rx) = async_channel::bounded(config.pool_capacity);
+        let (handed_back_tx, handed_back_rx) = async_channel::bounded(config.pool_capacity);
         let cancel = CancellationToken::new();
         let cancel_terminate = CancellationToken::new();
 
@@ -225,7 +226,8 @@ impl<H: Handler> Manager<H> {
         let worker_context = Arc::new(WorkerContext {
             handler,
             batches: pool_rx,
-            requeue: pool_tx.clone(),
+            handed_back: handed_back_rx,
+            requeue: handed_back_tx,
             done: done_senders,
             load: load.clone(),
             stats: stats.clone(),
@@ -781,6 +783,13 @@ impl<H: Handler> Manager<H> {
         }
         self.ready().await;
         self.inner.state.send_replace(State::Draining);
+        // Workers check this before each perform, so a perform still queued
+        // in the pool does not start, even before its shard sees the command.
+        for shard in &self.inner.shared {
+            shard
+                .draining
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
 
         let cancel = self.inner.cancel.clone();
         let cancel_terminate = self.inner.cancel_terminate.clone();

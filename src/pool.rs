@@ -7,6 +7,12 @@
 //! `Pending`), the rest of the batch goes back to the queue for other
 //! workers, so a slow callback delays only its own id. The pool size is
 //! therefore the number of callbacks that can wait at the same time.
+//!
+//! Handed-back jobs go to a second queue that workers read first. They were
+//! taken from the main queue before anything still in it, so reading them
+//! first keeps jobs close to the order in which they fell due; putting them
+//! behind newer batches would let a saturated pool starve old jobs while
+//! entries in newer, smaller batches run again and again.
 
 use std::any::Any;
 use std::collections::VecDeque;
@@ -24,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
 use crate::handler::{Handler, Outcome, TerminateReason};
+use crate::shard::ShardShared;
 use crate::stats::WorkerStats;
 
 /// A unit of work for the pool. `slot` and `generation` name the entry in
@@ -70,7 +77,9 @@ pub(crate) enum Ran<I> {
     Outcome(Outcome<I>),
     /// The callback panicked with this message.
     Panicked(String),
-    /// A call whose deadline had passed, or whose caller had gone, was skipped.
+    /// The job did not start: a call whose deadline had passed or whose
+    /// caller had gone, a job whose entry was removed while it waited in the
+    /// pool's queue, or a perform still queued when shutdown began.
     Skipped,
     /// Shutdown cancelled the callback at the end of its grace period.
     Cancelled,
@@ -116,6 +125,9 @@ pub(crate) struct PoolLoad {
 pub(crate) struct WorkerContext<H: Handler> {
     pub(crate) handler: Arc<H>,
     pub(crate) batches: async_channel::Receiver<Batch<H>>,
+    /// Rests of batches handed back by workers whose callback had to wait;
+    /// read before `batches`.
+    pub(crate) handed_back: async_channel::Receiver<Batch<H>>,
     pub(crate) requeue: async_channel::Sender<Batch<H>>,
     pub(crate) done: Vec<mpsc::UnboundedSender<Vec<Done<H>>>>,
     pub(crate) load: Arc<PoolLoad>,
@@ -131,26 +143,36 @@ pub(crate) struct WorkerContext<H: Handler> {
 /// Runs one worker until the batch channel closes.
 pub(crate) async fn run_worker<H: Handler>(ctx: Arc<WorkerContext<H>>) {
     let mut stats = WorkerStats::new(ctx.stats.clone());
-    loop {
-        let batch = match ctx.batches.try_recv() {
-            Ok(batch) => batch,
-            Err(async_channel::TryRecvError::Empty) => {
-                // Going idle: publish what this worker measured first.
-                stats.flush();
-                match ctx.batches.recv().await {
-                    Ok(batch) => batch,
-                    Err(_) => break,
-                }
-            }
-            Err(async_channel::TryRecvError::Closed) => break,
-        };
-
+    while let Some(batch) = next_batch(&ctx, &mut stats).await {
         ctx.load.busy.fetch_add(1, Ordering::Relaxed);
         run_batch(&ctx, batch, &mut stats).await;
         ctx.load.busy.fetch_sub(1, Ordering::Relaxed);
         stats.flush_if_stale();
     }
     stats.flush();
+}
+
+/// Returns the next batch, handed-back ones first; `None` once the pool is closed.
+async fn next_batch<H: Handler>(
+    ctx: &WorkerContext<H>,
+    stats: &mut WorkerStats,
+) -> Option<Batch<H>> {
+    if let Ok(batch) = ctx.handed_back.try_recv() {
+        return Some(batch);
+    }
+    match ctx.batches.try_recv() {
+        Ok(batch) => Some(batch),
+        Err(async_channel::TryRecvError::Closed) => None,
+        Err(async_channel::TryRecvError::Empty) => {
+            // Going idle: publish what this worker measured first.
+            stats.flush();
+            tokio::select! {
+                biased;
+                Ok(batch) = ctx.handed_back.recv() => Some(batch),
+                received = ctx.batches.recv() => received.ok(),
+            }
+        }
+    }
 }
 
 async fn run_batch<H: Handler>(ctx: &WorkerContext<H>, batch: Batch<H>, stats: &mut WorkerStats) {
@@ -169,6 +191,13 @@ async fn run_batch<H: Handler>(ctx: &WorkerContext<H>, batch: Batch<H>, stats: &
                 .due_waiting
                 .fetch_sub(1, Ordering::Relaxed);
         }
+        let job = match check_start(&ctx.shards[shard], job, now) {
+            Ok(job) => job,
+            Err(skipped) => {
+                done.push(skipped);
+                continue;
+            }
+        };
         let started = now;
         let mut waited = false;
         let finished = run_job(ctx, job, now, stats, &mut || {
@@ -198,6 +227,69 @@ async fn run_batch<H: Handler>(ctx: &WorkerContext<H>, batch: Batch<H>, stats: &
     // The shard's receiver lives as long as the shard; a closed channel
     // means the shard stopped and no longer needs these payloads.
     let _ = ctx.done[shard].send(done);
+}
+
+/// Returns the job if it may start. Otherwise returns the [`Done`] that
+/// hands its payload back unrun: its entry was removed after the job was
+/// queued (a call then gets `NotFound`), or it is a perform and shutdown has
+/// begun.
+fn check_start<H: Handler>(
+    shard: &ShardShared,
+    job: Job<H>,
+    now: Instant,
+) -> Result<Job<H>, Done<H>> {
+    let (slot, generation, was_perform) = match &job {
+        Job::Perform {
+            slot, generation, ..
+        } => (*slot, *generation, true),
+        Job::Call {
+            slot, generation, ..
+        }
+        | Job::Cast {
+            slot, generation, ..
+        } => (*slot, *generation, false),
+        Job::Terminate { .. } => return Ok(job),
+    };
+    let draining = was_perform && shard.draining.load(Ordering::Acquire);
+    if !draining && !shard.is_revoked(slot, generation) {
+        return Ok(job);
+    }
+
+    let (payload, needs_init, due) = match job {
+        Job::Perform {
+            payload,
+            needs_init,
+            due,
+            ..
+        } => (payload, needs_init, due),
+        Job::Call {
+            id,
+            payload,
+            needs_init,
+            reply,
+            ..
+        } => {
+            let _ = reply.send(Err(Error::not_found(&id)));
+            (payload, needs_init, now)
+        }
+        Job::Cast {
+            payload,
+            needs_init,
+            ..
+        } => (payload, needs_init, now),
+        Job::Terminate { .. } => unreachable!("terminate jobs always start"),
+    };
+    Err(Done::Callback {
+        slot,
+        generation,
+        payload,
+        ran: Ran::Skipped,
+        started: now,
+        finished: now,
+        was_perform,
+        due,
+        needs_init,
+    })
 }
 
 /// A callback's result before the worker stamps its finish time.

@@ -70,8 +70,10 @@ impl<H: Handler> Shard<H> {
         let entry = &mut self.slab[slot as usize];
         debug_assert_eq!(entry.generation, generation, "a busy slot is never reused");
         if entry.flags.has(Flags::DETACHED) {
-            // Deleted or replaced while the callback ran: the outcome is
-            // discarded and the entry ends now, with its last payload.
+            // Deleted or replaced while the callback ran (or waited to run):
+            // the outcome is discarded and the entry ends now, with its last
+            // payload.
+            self.ctx.shared.forget_revoked(slot, generation);
             let entry = self.slab.remove(slot as usize);
             self.panics.remove(&slot);
             let reason = self
@@ -88,7 +90,8 @@ impl<H: Handler> Shard<H> {
         if needs_init {
             entry.flags.set(Flags::NEEDS_INIT);
         }
-        if was_perform {
+        // A perform skipped at shutdown never ran, so it is not counted.
+        if was_perform && !matches!(ran, Ran::Skipped) {
             entry.performs = entry.performs.saturating_add(1);
             entry.last_outcome = Some(match &ran {
                 Ran::Outcome(outcome) => outcome.kind(),

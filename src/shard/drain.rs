@@ -1,5 +1,6 @@
 //! Shutdown of a shard: stop performs, let callbacks finish, run `terminate`.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -37,11 +38,20 @@ impl Phase {
         matches!(self, Phase::Running)
     }
 
+    /// Counts a callback that came back during the drain. A skipped job
+    /// never started, so it is neither in flight, completed nor cancelled.
     pub(crate) fn count_callback<I>(&mut self, ran: &Ran<I>) {
         if let Phase::Draining(drain) | Phase::Terminating(drain) = self {
             match ran {
-                Ran::Cancelled => drain.report.cancelled += 1,
-                _ => drain.report.completed += 1,
+                Ran::Skipped => {}
+                Ran::Cancelled => {
+                    drain.report.in_flight += 1;
+                    drain.report.cancelled += 1;
+                }
+                _ => {
+                    drain.report.in_flight += 1;
+                    drain.report.completed += 1;
+                }
             }
         }
     }
@@ -64,14 +74,13 @@ impl<H: Handler> Shard<H> {
     ) {
         // The manager cancels callbacks still running when the grace period
         // ends; they come back as `Ran::Cancelled` with their payload.
-        let report = ShardReport {
-            in_flight: self.in_flight,
-            ..ShardReport::default()
-        };
+        // `self.in_flight` also counts jobs still queued in the pool, which
+        // come back skipped, so the report counts callbacks as they return.
+        self.ctx.shared.draining.store(true, Ordering::Release);
         self.phase = Phase::Draining(Drain {
             run_terminate,
             reply: Some(reply),
-            report,
+            report: ShardReport::default(),
         });
 
         // Queued work will not run: answer it now.
@@ -87,10 +96,7 @@ impl<H: Handler> Shard<H> {
                         let _ = reply.send(Err(Error::ShuttingDown));
                     }
                     Waiter::Perform { .. } => {
-                        self.ctx
-                            .shared
-                            .due_waiting
-                            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                        self.ctx.shared.due_waiting.fetch_sub(1, Ordering::Relaxed);
                     }
                     Waiter::Cast { .. } => {}
                 }

@@ -42,10 +42,10 @@ mod index;
 mod operations;
 pub(crate) mod timers;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use slab::Slab;
@@ -76,13 +76,55 @@ const DUE_BUDGET: usize = 2048;
 /// shard's bulk load arrived as one message; 16k keys take a few ms.
 pub(crate) const BULK_SLICE: usize = 16 * 1024;
 
-/// Figures a shard publishes for the manager to read without a round trip.
+/// Figures a shard publishes for the manager to read without a round trip,
+/// and the few facts its workers check before they start a job.
 #[derive(Default)]
 pub(crate) struct ShardShared {
     pub(crate) entries: AtomicUsize,
     /// Performs that are due and not started: in the pool queue or waiting
     /// for an in-flight callback of their entry.
     pub(crate) due_waiting: AtomicUsize,
+    /// Entries removed (deleted, replaced, halted, moved) while a job of
+    /// theirs was on the pool, as (slot, generation). A job may wait in the
+    /// pool's queue long after its entry was removed, and `del` promises
+    /// that no perform starts after it returns, so workers skip these jobs.
+    /// The shard adds an entry when it detaches it and drops it when the
+    /// job comes back.
+    revoked: Mutex<HashSet<(u32, u32)>>,
+    /// The size of `revoked`, so workers skip the lock while it is empty.
+    revoked_len: AtomicUsize,
+    /// Set when shutdown begins: workers start no more performs.
+    pub(crate) draining: AtomicBool,
+}
+
+impl ShardShared {
+    /// Marks the in-flight job of a removed entry, so it is skipped if it has not started.
+    pub(crate) fn revoke(&self, slot: u32, generation: u32) {
+        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        if revoked.insert((slot, generation)) {
+            self.revoked_len.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Forgets a revoked job once its payload has come back.
+    pub(crate) fn forget_revoked(&self, slot: u32, generation: u32) {
+        if self.revoked_len.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        if revoked.remove(&(slot, generation)) {
+            self.revoked_len.fetch_sub(1, Ordering::Release);
+        }
+    }
+
+    /// Returns true if the entry of this job was removed after the job was queued.
+    pub(crate) fn is_revoked(&self, slot: u32, generation: u32) -> bool {
+        if self.revoked_len.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        revoked.contains(&(slot, generation))
+    }
 }
 
 /// What a shard needs from its manager.

@@ -139,6 +139,9 @@ impl<H: Handler> Shard<H> {
 
     /// Sets the timer of the entry in `slot`.
     pub(super) fn arm(&mut self, slot: u32, when: Instant, now: Instant) {
+        if self.timers.renewal_blocked(now) {
+            self.migrate_retiring_timers(now);
+        }
         let entry = &mut self.slab[slot as usize];
         let timer = TimerRef {
             slot,
@@ -149,6 +152,37 @@ impl<H: Handler> Shard<H> {
             self.timers.remove(old);
         }
         entry.arm(key);
+    }
+
+    /// Moves every timer still in the retiring queue into a fresh queue, so
+    /// that the active queue can be renewed before its wheel's horizon.
+    ///
+    /// Only a clock jump of more than 35 days gets here (see
+    /// [`Timers::renewal_blocked`](super::timers::Timers::renewal_blocked)),
+    /// so the scan over the whole slab is rare. The moved timers are all
+    /// overdue and fire on the shard's next turn.
+    fn migrate_retiring_timers(&mut self, now: Instant) {
+        let mut moved = Vec::new();
+        for (slot, entry) in self.slab.iter_mut() {
+            let Some(key) = entry.timer() else {
+                continue;
+            };
+            if let Some(deadline) = self.timers.take_retiring(key) {
+                entry.disarm();
+                moved.push((slot as u32, deadline));
+            }
+        }
+        self.timers.discard_retiring();
+        tracing::debug!(
+            shard = self.ctx.index,
+            timers = moved.len(),
+            "moved overdue timers out of the retiring queue after a clock jump"
+        );
+        // With no retiring queue left, the first insert renews the active
+        // queue and every moved timer lands in the fresh one.
+        for (slot, deadline) in moved {
+            self.arm(slot, deadline, now);
+        }
     }
 
     /// Removes the entry in `slot` from the index and the schedule. An idle
@@ -171,7 +205,10 @@ impl<H: Handler> Shard<H> {
         }
 
         if self.slab[slot as usize].is_busy() {
-            self.slab[slot as usize].flags.set(Flags::DETACHED);
+            let entry = &mut self.slab[slot as usize];
+            entry.flags.set(Flags::DETACHED);
+            // The job may still sit in the pool's queue: it must not start.
+            self.ctx.shared.revoke(slot, entry.generation);
             self.detached.insert(slot, reason);
         } else {
             let entry = self.slab.remove(slot as usize);

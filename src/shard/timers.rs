@@ -108,8 +108,9 @@ impl Timers {
     ///
     /// # Panics
     ///
-    /// Never for deadlines within that bound: the queue is renewed first if
-    /// it is near its horizon.
+    /// Never for deadlines within that bound, unless
+    /// [`renewal_blocked`](Timers::renewal_blocked) is true: the queue is
+    /// renewed first if it is near its horizon.
     pub(crate) fn insert(&mut self, timer: TimerRef, when: Instant, now: Instant) -> TimerKey {
         self.renew_if_due(now);
         let key = self.active.delays.insert_at(timer, when);
@@ -117,6 +118,40 @@ impl Timers {
             key,
             queue_one: self.active.tag,
         }
+    }
+
+    /// Returns true when the active queue is old enough to be replaced but
+    /// the queue it replaced still holds timers, so no fresh queue can start.
+    ///
+    /// In real time this never happens: every timer of the retiring queue is
+    /// due at least 35 days before the active queue needs renewal. It happens
+    /// when the monotonic clock jumps ahead by more than that (a paused test
+    /// clock moved by `tokio::time::advance`) and the shard has not yet
+    /// drained the overdue timers. Inserting into the old active queue then
+    /// could pass its wheel's horizon and panic, so the shard first moves the
+    /// retiring timers out with [`take_retiring`](Timers::take_retiring).
+    pub(crate) fn renewal_blocked(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.active.created) >= QUEUE_MAX_AGE
+            && self.retiring.as_ref().is_some_and(|q| !q.delays.is_empty())
+    }
+
+    /// Removes a timer from the retiring queue and returns its deadline;
+    /// returns `None` for a timer of the active queue.
+    pub(crate) fn take_retiring(&mut self, key: TimerKey) -> Option<Instant> {
+        if key.queue_one == self.active.tag {
+            return None;
+        }
+        let retiring = self.retiring.as_mut()?;
+        retiring
+            .delays
+            .try_remove(&key.key)
+            .map(|expired| expired.deadline())
+    }
+
+    /// Drops the retiring queue. Called once every entry's timer has been
+    /// taken out of it, so any timer left there belongs to no entry.
+    pub(crate) fn discard_retiring(&mut self) {
+        self.retiring = None;
     }
 
     /// Removes a timer that has not fired yet.

@@ -1,0 +1,345 @@
+//! The command line of `keywheel serve`: flags, environment variables, the
+//! TOML config file, and logging.
+//!
+//! Each setting comes from the first source that has it: a flag, then its
+//! `KEYWHEEL_*` environment variable, then the config file, then the
+//! default in [`ServeConfig::default`].
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Deserializer};
+use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+
+use super::config::ServeConfig;
+
+/// How much longer than the call timeout the default request timeout is.
+const REQUEST_TIMEOUT_MARGIN: Duration = Duration::from_secs(10);
+
+/// Flags of `keywheel serve`. Every flag can also be set by the
+/// environment variable named in its help.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on [default: 127.0.0.1:7878]
+    #[arg(long, env = "KEYWHEEL_LISTEN", value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// Shards of the timer wheel, 1 to 4096 [default: 32]
+    #[arg(long, env = "KEYWHEEL_SHARDS", value_name = "N")]
+    pub shards: Option<usize>,
+
+    /// Workers that run alerts and calls at once, 1 to 65536 [default: 64]
+    #[arg(long, env = "KEYWHEEL_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
+
+    /// Deadline of a GET or complete that waits for a busy entry, such as "5s" [default: 5s]
+    #[arg(long, env = "KEYWHEEL_CALL_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub call_timeout: Option<Duration>,
+
+    /// Time that open requests, and then running alerts, get to finish at shutdown [default: 10s]
+    #[arg(long, env = "KEYWHEEL_DRAIN_GRACE", value_name = "DURATION", value_parser = parse_duration)]
+    pub drain_grace: Option<Duration>,
+
+    /// Limit on the handling of one HTTP request, longer than the call timeout [default: 15s, or the call timeout plus 10s if longer]
+    #[arg(long, env = "KEYWHEEL_REQUEST_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub request_timeout: Option<Duration>,
+
+    /// Maximum id length in bytes, 1 to 4096 [default: 256]
+    #[arg(long, env = "KEYWHEEL_MAX_ID_BYTES", value_name = "BYTES")]
+    pub max_id_bytes: Option<usize>,
+
+    /// Maximum request body size in bytes, 256 to 16777216 [default: 65536]
+    #[arg(long, env = "KEYWHEEL_MAX_BODY_BYTES", value_name = "BYTES")]
+    pub max_body_bytes: Option<usize>,
+
+    /// Maximum payload size (its JSON text) in bytes, at most the body limit [default: 32768]
+    #[arg(long, env = "KEYWHEEL_MAX_PAYLOAD_BYTES", value_name = "BYTES")]
+    pub max_payload_bytes: Option<usize>,
+
+    /// URL (http only) that every overdue alert is posted to
+    #[arg(long, env = "KEYWHEEL_WEBHOOK", value_name = "URL")]
+    pub webhook: Option<String>,
+
+    /// Timeout of one webhook delivery, shorter than the call timeout [default: 2s]
+    #[arg(long, env = "KEYWHEEL_WEBHOOK_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub webhook_timeout: Option<Duration>,
+
+    /// Log line format (the level comes from RUST_LOG) [default: text]
+    #[arg(long, env = "KEYWHEEL_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// TOML file with any of the settings above, keyed by the flag name
+    /// with underscores, such as `max_body_bytes = 65536`
+    #[arg(long, env = "KEYWHEEL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// Format of log lines on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, fields at the top level.
+    Json,
+}
+
+/// The config file: every key optional, unknown keys rejected.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    shards: Option<usize>,
+    workers: Option<usize>,
+    #[serde(default, deserialize_with = "duration_text")]
+    call_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration_text")]
+    drain_grace: Option<Duration>,
+    #[serde(default, deserialize_with = "duration_text")]
+    request_timeout: Option<Duration>,
+    max_id_bytes: Option<usize>,
+    max_body_bytes: Option<usize>,
+    max_payload_bytes: Option<usize>,
+    webhook: Option<String>,
+    #[serde(default, deserialize_with = "duration_text")]
+    webhook_timeout: Option<Duration>,
+    log_format: Option<LogFormat>,
+}
+
+/// The settings of one run: the server's and the log format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// Settings of the server.
+    pub config: ServeConfig,
+    /// Format of log lines.
+    pub log_format: LogFormat,
+}
+
+impl ServeArgs {
+    /// Merges flags and environment (already in `self`), the config file and
+    /// the defaults, then checks the result.
+    ///
+    /// # Errors
+    ///
+    /// An unreadable or invalid config file (naming the file and the key),
+    /// or a setting out of range ([`SettingError`](super::SettingError)).
+    pub fn resolve(&self) -> anyhow::Result<Resolved> {
+        let file = match &self.config {
+            Some(path) => read_config_file(path)?,
+            None => FileConfig::default(),
+        };
+        let defaults = ServeConfig::default();
+        let call_timeout = self
+            .call_timeout
+            .or(file.call_timeout)
+            .unwrap_or(defaults.call_timeout);
+        // A longer call timeout moves the default request timeout along,
+        // because a request must be able to outlast the call it waits for.
+        let request_timeout = defaults
+            .request_timeout
+            .max(call_timeout.saturating_add(REQUEST_TIMEOUT_MARGIN));
+
+        let config = ServeConfig {
+            listen: self.listen.or(file.listen).unwrap_or(defaults.listen),
+            shards: self.shards.or(file.shards).unwrap_or(defaults.shards),
+            workers: self.workers.or(file.workers).unwrap_or(defaults.workers),
+            call_timeout,
+            drain_grace: self
+                .drain_grace
+                .or(file.drain_grace)
+                .unwrap_or(defaults.drain_grace),
+            request_timeout: self
+                .request_timeout
+                .or(file.request_timeout)
+                .unwrap_or(request_timeout),
+            max_id_bytes: self
+                .max_id_bytes
+                .or(file.max_id_bytes)
+                .unwrap_or(defaults.max_id_bytes),
+            max_body_bytes: self
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(defaults.max_body_bytes),
+            max_payload_bytes: self
+                .max_payload_bytes
+                .or(file.max_payload_bytes)
+                .unwrap_or(defaults.max_payload_bytes),
+            webhook: self.webhook.clone().or(file.webhook),
+            webhook_timeout: self
+                .webhook_timeout
+                .or(file.webhook_timeout)
+                .unwrap_or(defaults.webhook_timeout),
+        };
+        config.validate()?;
+
+        let log_format = self.log_format.or(file.log_format).unwrap_or_default();
+        Ok(Resolved { config, log_format })
+    }
+}
+
+fn read_config_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read the config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| {
+        format!(
+            "invalid config file {}: keys are the serve flags with underscores, such as max_body_bytes",
+            path.display()
+        )
+    })
+}
+
+/// Parses a duration such as `"250ms"`, `"30s"` or `"1h 30m"`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|error| {
+        format!("{error}; expected a duration such as \"250ms\", \"30s\" or \"2m\"")
+    })
+}
+
+/// Reads a duration written as a string, such as `drain_grace = "5s"`.
+fn duration_text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    deserializer.deserialize_str(DurationVisitor).map(Some)
+}
+
+struct DurationVisitor;
+
+impl serde::de::Visitor<'_> for DurationVisitor {
+    type Value = Duration;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a duration string such as \"250ms\", \"30s\" or \"2m\"")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Duration, E> {
+        parse_duration(text)
+            .map_err(|error| E::custom(format!("invalid duration {text:?}: {error}")))
+    }
+}
+
+/// Installs the global tracing subscriber: stderr, the level filter from
+/// `RUST_LOG` (default `default_level`), colours only on a terminal.
+///
+/// # Errors
+///
+/// A subscriber is already installed.
+pub fn init_logging(format: LogFormat, default_level: LevelFilter) -> anyhow::Result<()> {
+    let filter = EnvFilter::builder()
+        .with_default_directive(default_level.into())
+        .from_env_lossy();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+
+    let installed = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_ansi(false)
+            .try_init(),
+    };
+    installed.map_err(|error| anyhow::anyhow!("failed to install the log subscriber: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_file(name: &str, text: &str) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("keywheel-cli-{}-{name}.toml", std::process::id()));
+        std::fs::write(&path, text).expect("temp dir is writable");
+        path
+    }
+
+    #[test]
+    fn file_values_fill_unset_flags() {
+        let path = write_file(
+            "fill",
+            "shards = 8\nworkers = 3\ncall_timeout = \"2s\"\nlog_format = \"json\"\n",
+        );
+        let args = ServeArgs {
+            workers: Some(5),
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+
+        let resolved = args.resolve().expect("valid file");
+        std::fs::remove_file(path).ok();
+
+        assert_eq!(resolved.config.shards, 8, "from the file");
+        assert_eq!(resolved.config.workers, 5, "the flag wins over the file");
+        assert_eq!(resolved.config.call_timeout, Duration::from_secs(2));
+        assert_eq!(resolved.log_format, LogFormat::Json);
+        assert_eq!(resolved.config.listen, ServeConfig::default().listen);
+    }
+
+    #[test]
+    fn long_call_timeout_raises_default_request_timeout() {
+        let args = ServeArgs {
+            call_timeout: Some(Duration::from_secs(30)),
+            ..ServeArgs::default()
+        };
+
+        let resolved = args.resolve().expect("a long call timeout alone is valid");
+
+        assert_eq!(resolved.config.request_timeout, Duration::from_secs(40));
+    }
+
+    #[test]
+    fn file_duration_must_be_string() {
+        let path = write_file("integer", "drain_grace = 5\n");
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+
+        let error = args.resolve().unwrap_err();
+        std::fs::remove_file(path).ok();
+        let message = format!("{error:#}");
+
+        assert!(
+            message.contains("expected a duration string"),
+            "message: {message}"
+        );
+    }
+
+    #[test]
+    fn unknown_file_key_is_rejected() {
+        let path = write_file("unknown", "shard = 8\n");
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+
+        let error = args.resolve().unwrap_err();
+        std::fs::remove_file(path).ok();
+        let message = format!("{error:#}");
+
+        assert!(
+            message.contains("unknown field `shard`"),
+            "message: {message}"
+        );
+    }
+
+    #[test]
+    fn bad_file_duration_names_value() {
+        let path = write_file("duration", "drain_grace = \"soon\"\n");
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        };
+
+        let error = args.resolve().unwrap_err();
+        std::fs::remove_file(path).ok();
+        let message = format!("{error:#}");
+
+        assert!(message.contains("\"soon\""), "message: {message}");
+        assert!(message.contains("drain_grace"), "message: {message}");
+    }
+}

@@ -1,0 +1,343 @@
+//! Settings of `keywheel serve`, their defaults and their allowed ranges.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::{DEFAULT_SHARDS, DEFAULT_WORKERS, MAX_SHARDS};
+
+/// Default listen address: loopback only, so a fresh install is not
+/// reachable from other hosts until an operator chooses an address.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 7878);
+
+/// Default limit of an id, in bytes. Ids are stored once per entry and
+/// cloned for every callback, so they are meant to be short keys.
+pub const DEFAULT_MAX_ID_BYTES: usize = 256;
+
+/// Highest `max_id_bytes` accepted.
+pub const MAX_ID_BYTES_LIMIT: usize = 4096;
+
+/// Default limit of a request body: 64 KiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Lowest `max_body_bytes` accepted: room for a registration with a small payload.
+pub const MIN_BODY_BYTES: usize = 256;
+
+/// Highest `max_body_bytes` accepted: 16 MiB. Every request in flight may
+/// buffer this much.
+pub const MAX_BODY_BYTES_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Default limit of a stored payload (its JSON text): 32 KiB. Payloads stay
+/// in memory for as long as their entry lives.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 32 * 1024;
+
+/// Default deadline of a `get` or `complete` that waits for a busy entry.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Highest call timeout accepted.
+pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Default time that open HTTP requests, and then in-flight alerts, get to
+/// finish at shutdown.
+pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// Default limit on the whole handling of one HTTP request, body included.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Default timeout of one webhook delivery.
+pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Highest drain grace and request timeout accepted.
+pub const MAX_GRACE: Duration = Duration::from_secs(3600);
+
+/// The settings of a watchdog server.
+///
+/// # Example
+///
+/// ```
+/// use keywheel::server::ServeConfig;
+/// use std::net::SocketAddr;
+///
+/// let config = ServeConfig {
+///     listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+///     shards: 4,
+///     ..ServeConfig::default()
+/// };
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeConfig {
+    /// Address and port to listen on. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Shards of the manager.
+    pub shards: usize,
+    /// Size of the worker pool.
+    pub workers: usize,
+    /// Deadline of a `get` or `complete` that waits for a busy entry.
+    pub call_timeout: Duration,
+    /// Time that open HTTP requests get to finish at shutdown, and then
+    /// again the time in-flight alerts get.
+    pub drain_grace: Duration,
+    /// Limit on the whole handling of one HTTP request. A request over it
+    /// gets a 503 response. Must be longer than `call_timeout`.
+    pub request_timeout: Duration,
+    /// Maximum id length, in bytes.
+    pub max_id_bytes: usize,
+    /// Maximum request body size, in bytes. Larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Maximum payload size (its JSON text), in bytes. Larger payloads get 413.
+    pub max_payload_bytes: usize,
+    /// URL that every alert is posted to, if any.
+    pub webhook: Option<String>,
+    /// Timeout of one webhook delivery. With a webhook set, it must be
+    /// shorter than `call_timeout`.
+    pub webhook_timeout: Duration,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: DEFAULT_LISTEN,
+            shards: DEFAULT_SHARDS,
+            workers: DEFAULT_WORKERS,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            drain_grace: DEFAULT_DRAIN_GRACE,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_id_bytes: DEFAULT_MAX_ID_BYTES,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            webhook: None,
+            webhook_timeout: DEFAULT_WEBHOOK_TIMEOUT,
+        }
+    }
+}
+
+/// A setting outside its allowed range.
+///
+/// The message names the flag, the environment variable and the config
+/// file key that set it, because the value may have come from any of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingError {
+    /// The config file key, such as `max_body_bytes`.
+    pub key: &'static str,
+    /// The value given.
+    pub value: String,
+    /// The allowed range.
+    pub rule: String,
+}
+
+impl SettingError {
+    fn new(key: &'static str, value: impl fmt::Display, rule: impl Into<String>) -> Self {
+        SettingError {
+            key,
+            value: value.to_string(),
+            rule: rule.into(),
+        }
+    }
+
+    /// Returns the command-line flag of the setting, such as `--max-body-bytes`.
+    pub fn flag(&self) -> String {
+        format!("--{}", self.key.replace('_', "-"))
+    }
+
+    /// Returns the environment variable of the setting, such as `KEYWHEEL_MAX_BODY_BYTES`.
+    pub fn env(&self) -> String {
+        format!("KEYWHEEL_{}", self.key.to_ascii_uppercase())
+    }
+}
+
+impl fmt::Display for SettingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {} value {}: {} (set by {}, {} or `{}` in the config file)",
+            self.flag(),
+            self.value,
+            self.rule,
+            self.flag(),
+            self.env(),
+            self.key
+        )
+    }
+}
+
+impl std::error::Error for SettingError {}
+
+impl ServeConfig {
+    /// Checks every setting against its range.
+    ///
+    /// # Errors
+    ///
+    /// [`SettingError`] for the first setting out of range.
+    pub fn validate(&self) -> Result<(), SettingError> {
+        check_count("shards", self.shards, 1, MAX_SHARDS)?;
+        check_count("workers", self.workers, 1, 65_536)?;
+        check_count("max_id_bytes", self.max_id_bytes, 1, MAX_ID_BYTES_LIMIT)?;
+        check_count(
+            "max_body_bytes",
+            self.max_body_bytes,
+            MIN_BODY_BYTES,
+            MAX_BODY_BYTES_LIMIT,
+        )?;
+        check_count(
+            "max_payload_bytes",
+            self.max_payload_bytes,
+            1,
+            self.max_body_bytes,
+        )
+        .map_err(|error| SettingError {
+            rule: format!("{} (the payload travels inside the body)", error.rule),
+            ..error
+        })?;
+
+        if self.call_timeout.is_zero() || self.call_timeout > MAX_CALL_TIMEOUT {
+            return Err(SettingError::new(
+                "call_timeout",
+                show(self.call_timeout),
+                format!("must be more than 0 and at most {}", show(MAX_CALL_TIMEOUT)),
+            ));
+        }
+        if self.drain_grace > MAX_GRACE {
+            return Err(SettingError::new(
+                "drain_grace",
+                show(self.drain_grace),
+                format!("must be at most {}", show(MAX_GRACE)),
+            ));
+        }
+        if self.request_timeout <= self.call_timeout || self.request_timeout > MAX_GRACE {
+            return Err(SettingError::new(
+                "request_timeout",
+                show(self.request_timeout),
+                format!(
+                    "must be longer than the call timeout ({}) and at most {}",
+                    show(self.call_timeout),
+                    show(MAX_GRACE)
+                ),
+            ));
+        }
+        let webhook_timeout_invalid =
+            self.webhook_timeout.is_zero() || self.webhook_timeout >= self.call_timeout;
+        if self.webhook.is_some() && webhook_timeout_invalid {
+            return Err(SettingError::new(
+                "webhook_timeout",
+                show(self.webhook_timeout),
+                format!(
+                    "must be more than 0 and shorter than the call timeout ({}), because a get of an entry waits for its delivery",
+                    show(self.call_timeout)
+                ),
+            ));
+        }
+        if let Some(url) = &self.webhook {
+            check_webhook_url(url)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks that a webhook URL is absolute and uses `http`, the only scheme
+/// this build can send to because it has no TLS.
+fn check_webhook_url(url: &str) -> Result<(), SettingError> {
+    let rule = "must be an absolute http:// URL such as http://127.0.0.1:9000/alerts (this build has no TLS)";
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if parsed.scheme() == "http" && parsed.has_host() => Ok(()),
+        Ok(_) => Err(SettingError::new("webhook", format!("{url:?}"), rule)),
+        Err(error) => Err(SettingError::new(
+            "webhook",
+            format!("{url:?}"),
+            format!("{error}; it {rule}"),
+        )),
+    }
+}
+
+fn check_count(
+    key: &'static str,
+    value: usize,
+    min: usize,
+    max: usize,
+) -> Result<(), SettingError> {
+    if value < min || value > max {
+        return Err(SettingError::new(
+            key,
+            value,
+            format!("must be between {min} and {max}"),
+        ));
+    }
+    Ok(())
+}
+
+fn show(duration: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(duration)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid() {
+        assert_eq!(ServeConfig::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn zero_shards_names_flag_env_and_key() {
+        let config = ServeConfig {
+            shards: 0,
+            ..ServeConfig::default()
+        };
+        let message = config.validate().unwrap_err().to_string();
+
+        assert!(message.contains("--shards"), "message: {message}");
+        assert!(message.contains("KEYWHEEL_SHARDS"), "message: {message}");
+        assert!(message.contains("between 1 and 4096"), "message: {message}");
+    }
+
+    #[test]
+    fn payload_limit_over_body_limit_is_rejected() {
+        let config = ServeConfig {
+            max_body_bytes: 1024,
+            max_payload_bytes: 2048,
+            ..ServeConfig::default()
+        };
+        let error = config.validate().unwrap_err();
+
+        assert_eq!(error.key, "max_payload_bytes");
+    }
+
+    #[test]
+    fn webhook_timeout_must_be_shorter_than_call_timeout() {
+        let mut config = ServeConfig {
+            call_timeout: Duration::from_secs(2),
+            webhook_timeout: Duration::from_secs(2),
+            ..ServeConfig::default()
+        };
+        assert_eq!(
+            config.validate(),
+            Ok(()),
+            "without a webhook the timeout is unused"
+        );
+
+        config.webhook = Some("http://127.0.0.1:9/alerts".to_string());
+        let error = config.validate().unwrap_err();
+
+        assert_eq!(error.key, "webhook_timeout");
+    }
+
+    #[test]
+    fn webhook_must_be_absolute_http_url() {
+        for url in [
+            "https://127.0.0.1/alerts",
+            "127.0.0.1:9000",
+            "/alerts",
+            "http://",
+        ] {
+            let config = ServeConfig {
+                webhook: Some(url.to_string()),
+                ..ServeConfig::default()
+            };
+            let error = config.validate().expect_err(url);
+
+            assert_eq!(error.key, "webhook", "url {url:?}");
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! JSON error responses: `{"error": "...", "field": "..."}` for every
+//! rejected request, including axum's own rejections, unknown routes and
+//! unsupported methods.
+
+use std::borrow::Cow;
+
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::Error;
+
+/// Maximum length of a client value quoted in an error message, in characters.
+const EXCERPT_CHARS: usize = 64;
+
+/// A rejected request: the status, the field at fault (if one is) and a
+/// message naming the value and the rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) field: Option<Cow<'static, str>>,
+    pub(crate) message: String,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    field: Option<&'a str>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: &self.message,
+            field: self.field.as_deref(),
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl ApiError {
+    /// Builds a 400 response about `field`.
+    pub(crate) fn invalid(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    /// Builds a 413 response about `field`.
+    pub(crate) fn too_large(field: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            field: Some(Cow::Borrowed(field)),
+            message: message.into(),
+        }
+    }
+
+    /// Builds the 404 response for an id with no entry.
+    pub(crate) fn no_entry(id: &str) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            field: Some(Cow::Borrowed("id")),
+            message: format!(
+                "entry not found: no entry has id {}. It was never registered, or it was completed, deleted or expired",
+                excerpt(id)
+            ),
+        }
+    }
+
+    /// Maps a manager error on `id` to a response. Bad input never reaches
+    /// here (it is checked first), so these are the server's conditions.
+    pub(crate) fn from_engine(error: &Error, id: &str) -> Self {
+        let status = match error {
+            Error::NotFound { .. } => return ApiError::no_entry(id),
+            Error::InvalidOptions(_) => StatusCode::BAD_REQUEST,
+            Error::Timeout { .. } | Error::Overloaded { .. } | Error::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Error::Panicked { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::warn!(id, %error, "request failed in the manager");
+        }
+        ApiError {
+            status,
+            field: None,
+            message: error.to_string(),
+        }
+    }
+
+    /// Maps a failure to read the body: over the limit is 413, the rest 400.
+    pub(crate) fn from_body(rejection: &BytesRejection, limit: usize) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            return ApiError::too_large(
+                "body",
+                format!("request body is over the limit of {limit} bytes; send a smaller payload"),
+            );
+        }
+        ApiError::invalid(
+            "body",
+            format!("failed to read the request body: {rejection}"),
+        )
+    }
+
+    /// Maps an id that does not fit a path segment, such as invalid percent-encoding.
+    pub(crate) fn from_path(rejection: &PathRejection) -> Self {
+        ApiError::invalid(
+            "id",
+            format!("invalid id in the path: {}", rejection.body_text()),
+        )
+    }
+
+    /// Maps a query string that is not `if_absent=true|false`.
+    pub(crate) fn from_query(rejection: &QueryRejection) -> Self {
+        ApiError::invalid(
+            "if_absent",
+            format!(
+                "invalid query string: {}. The only parameter is if_absent=true or if_absent=false",
+                rejection.body_text()
+            ),
+        )
+    }
+}
+
+/// Returns the 404 response for a path that has no route.
+pub(crate) async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        field: Some(Cow::Borrowed("path")),
+        message: format!(
+            "no route for {method} {}. The routes are /v1/keys/{{id}}, /v1/keys/{{id}}/complete, /metrics, /healthz and /readyz",
+            excerpt(uri.path())
+        ),
+    }
+}
+
+/// Returns the 405 response for a method that the matched path does not support.
+pub(crate) async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        field: Some(Cow::Borrowed("method")),
+        message: format!(
+            "method {method} is not allowed on {}. /v1/keys/{{id}} takes PUT, GET and DELETE, /v1/keys/{{id}}/complete takes POST, the others GET",
+            excerpt(uri.path())
+        ),
+    }
+}
+
+/// Quotes a client value for a message, cut to [`EXCERPT_CHARS`] characters.
+pub(crate) fn excerpt(value: &str) -> String {
+    match value.char_indices().nth(EXCERPT_CHARS) {
+        None => format!("{value:?}"),
+        Some((end, _)) => format!("{:?}... ({} bytes)", &value[..end], value.len()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpt_quotes_short_values_whole() {
+        assert_eq!(excerpt("a b"), "\"a b\"");
+    }
+
+    #[test]
+    fn excerpt_cuts_long_values_on_char_boundary() {
+        let long = "é".repeat(100);
+        let quoted = excerpt(&long);
+
+        assert!(
+            quoted.starts_with(&format!("\"{}\"", "é".repeat(64))),
+            "{quoted}"
+        );
+        assert!(quoted.ends_with("(200 bytes)"), "{quoted}");
+    }
+}

@@ -1,0 +1,294 @@
+//! Checks of client input: ids and registration bodies.
+//!
+//! Every check runs before the manager is touched, so a rejected request
+//! changes nothing.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::errors::{excerpt, ApiError};
+use crate::{EntryOptions, FirstRun, MAX_INTERVAL};
+
+/// The characters allowed in an id besides ASCII letters and digits. The
+/// set is safe in a URL path segment without percent-encoding, in log lines
+/// and in file names, so ids never need escaping on their way through.
+const ID_PUNCTUATION: &[u8] = b"._:-";
+
+/// The shape of a registration body, quoted in errors about it.
+const BODY_RULE: &str =
+    "The body must be a JSON object with the fields every (required), payload, first_run, jitter and max_alerts.";
+
+/// Checks an id from the path: 1 to `max_bytes` bytes of `[A-Za-z0-9._:-]`.
+pub(crate) fn parse_id(id: &str, max_bytes: usize) -> Result<Arc<str>, ApiError> {
+    let rule = format!("an id is 1 to {max_bytes} characters from A-Z, a-z, 0-9 and . _ : -");
+    if id.is_empty() {
+        return Err(ApiError::invalid("id", format!("invalid id \"\": {rule}")));
+    }
+    if id.len() > max_bytes {
+        return Err(ApiError::invalid(
+            "id",
+            format!(
+                "invalid id {}: it is {} bytes long, but {rule}",
+                excerpt(id),
+                id.len()
+            ),
+        ));
+    }
+    let allowed = |byte: &u8| byte.is_ascii_alphanumeric() || ID_PUNCTUATION.contains(byte);
+    if let Some(position) = id.bytes().position(|byte| !allowed(&byte)) {
+        let bad = id[position..].chars().next().unwrap_or_default();
+        return Err(ApiError::invalid(
+            "id",
+            format!(
+                "invalid id {}: character {bad:?} is not allowed, because {rule}",
+                excerpt(id)
+            ),
+        ));
+    }
+    Ok(Arc::from(id))
+}
+
+/// The body of `PUT /v1/keys/{id}`, as sent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutBody {
+    #[serde(default)]
+    payload: Option<Box<RawValue>>,
+    every: String,
+    #[serde(default)]
+    first_run: Option<String>,
+    #[serde(default)]
+    jitter: Option<String>,
+    #[serde(default)]
+    max_alerts: Option<u32>,
+}
+
+/// A checked registration.
+#[derive(Debug)]
+pub(crate) struct Registration {
+    pub(crate) payload: Arc<RawValue>,
+    pub(crate) options: EntryOptions,
+    pub(crate) max_alerts: Option<NonZeroU32>,
+}
+
+/// Parses and checks a registration body.
+pub(crate) fn parse_registration(
+    body: &[u8],
+    max_payload_bytes: usize,
+) -> Result<Registration, ApiError> {
+    // A derived Deserialize also accepts a JSON array, filling the fields
+    // by position, so anything but an object is rejected here first.
+    let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
+    if first.is_some_and(|&byte| byte != b'{') {
+        return Err(ApiError::invalid(
+            "body",
+            format!("invalid body: expected a JSON object. {BODY_RULE}"),
+        ));
+    }
+
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let parsed: PutBody =
+        serde_path_to_error::deserialize(&mut deserializer).map_err(|error| json_error(&error))?;
+    deserializer
+        .end()
+        .map_err(|error| ApiError::invalid("body", format!("invalid JSON body: {error}")))?;
+
+    let payload: Arc<RawValue> = match parsed.payload {
+        Some(raw) => Arc::from(raw),
+        None => Arc::from(RawValue::NULL.to_owned()),
+    };
+    let payload_bytes = payload.get().len();
+    if payload_bytes > max_payload_bytes {
+        return Err(ApiError::too_large(
+            "payload",
+            format!(
+                "payload is {payload_bytes} bytes of JSON, over the limit of {max_payload_bytes} bytes. Store a reference to large data instead"
+            ),
+        ));
+    }
+
+    let every = parse_interval("every", &parsed.every, false)?;
+    let mut options = EntryOptions::every(every);
+    if let Some(first_run) = &parsed.first_run {
+        options = options.first_run(parse_first_run(first_run)?);
+    }
+    if let Some(jitter) = &parsed.jitter {
+        options = options.jitter(parse_interval("jitter", jitter, true)?);
+    }
+
+    let max_alerts = match parsed.max_alerts {
+        None => None,
+        Some(count) => Some(NonZeroU32::new(count).ok_or_else(|| {
+            ApiError::invalid(
+                "max_alerts",
+                "invalid max_alerts 0: it must be at least 1. Omit it to alert until the entry is completed or deleted",
+            )
+        })?),
+    };
+
+    Ok(Registration {
+        payload,
+        options,
+        max_alerts,
+    })
+}
+
+/// Maps a JSON error to the field it concerns: the path of the value that
+/// failed, or the field named by a missing or unknown field error, or
+/// `body` for a syntax error or a body that is not an object.
+fn json_error(error: &serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let inner = error.inner();
+    let message = inner.to_string();
+    if inner.is_syntax() || inner.is_eof() {
+        return ApiError::invalid("body", format!("invalid JSON body: {message}"));
+    }
+
+    let path = error.path().to_string();
+    let named = ["unknown field `", "missing field `"]
+        .iter()
+        .find_map(|prefix| message.strip_prefix(prefix))
+        .and_then(|rest| rest.split('`').next());
+    let field = match named {
+        Some(name) => name.to_string(),
+        None if path == "." => "body".to_string(),
+        None => path,
+    };
+
+    if field == "body" {
+        return ApiError::invalid(field, format!("invalid body: {message}. {BODY_RULE}"));
+    }
+    ApiError::invalid(
+        excerpt_field(&field),
+        format!("invalid field {}: {message}. {BODY_RULE}", excerpt(&field)),
+    )
+}
+
+/// Cuts a client-chosen field name to the excerpt length, without quotes.
+fn excerpt_field(field: &str) -> String {
+    field.chars().take(64).collect()
+}
+
+/// Parses a duration field. Zero is allowed only where `allow_zero` is set.
+fn parse_interval(field: &'static str, text: &str, allow_zero: bool) -> Result<Duration, ApiError> {
+    let range = format!(
+        "{} to {}days",
+        if allow_zero { "0s" } else { "1ms" },
+        MAX_INTERVAL.as_secs() / 86_400
+    );
+    let duration = humantime::parse_duration(text).map_err(|error| {
+        ApiError::invalid(
+            field,
+            format!(
+                "invalid {field} {}: {error}. Expected a duration such as \"250ms\", \"30s\" or \"1h 30m\", from {range}",
+                excerpt(text)
+            ),
+        )
+    })?;
+    if (duration.is_zero() && !allow_zero) || duration > MAX_INTERVAL {
+        return Err(ApiError::invalid(
+            field,
+            format!("invalid {field} {}: it must be from {range}", excerpt(text)),
+        ));
+    }
+    Ok(duration)
+}
+
+fn parse_first_run(text: &str) -> Result<FirstRun, ApiError> {
+    if text == "immediately" {
+        return Ok(FirstRun::Immediately);
+    }
+    parse_interval("first_run", text, true)
+        .map(FirstRun::After)
+        .map_err(|error| ApiError {
+            message: format!("{} (or \"immediately\")", error.message),
+            ..error
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Interval;
+
+    #[test]
+    fn id_rule_accepts_allowed_characters() {
+        let id = parse_id("order-17.retry_2:eu", 256).expect("allowed characters");
+        assert_eq!(&*id, "order-17.retry_2:eu");
+    }
+
+    #[test]
+    fn id_rule_rejects_slash_space_and_length() {
+        for (id, max) in [
+            ("a/b", 256),
+            ("a b", 256),
+            ("é", 256),
+            ("", 256),
+            ("abcd", 3),
+        ] {
+            let error = parse_id(id, max).expect_err(id);
+            assert_eq!(error.field.as_deref(), Some("id"), "id {id:?}");
+        }
+    }
+
+    #[test]
+    fn registration_reads_every_field() {
+        let body = br#"{"payload": {"order": 17}, "every": "250ms", "first_run": "immediately", "jitter": "1s", "max_alerts": 3}"#;
+        let registration = parse_registration(body, 1024).expect("valid body");
+
+        assert_eq!(registration.payload.get(), r#"{"order": 17}"#);
+        assert_eq!(
+            registration.options.interval,
+            Interval::Every(Duration::from_millis(250))
+        );
+        assert_eq!(registration.options.first_run, FirstRun::Immediately);
+        assert_eq!(registration.options.jitter, Duration::from_secs(1));
+        assert_eq!(registration.max_alerts, NonZeroU32::new(3));
+    }
+
+    #[test]
+    fn registration_defaults_payload_to_null() {
+        let registration = parse_registration(br#"{"every": "30s"}"#, 1024).expect("valid body");
+
+        assert_eq!(registration.payload.get(), "null");
+        assert_eq!(registration.max_alerts, None);
+    }
+
+    #[test]
+    fn registration_errors_name_the_field() {
+        let cases: [(&[u8], &str); 11] = [
+            (b"{", "body"),
+            (b"[1]", "body"),
+            (br#"{"every": "30s"} x"#, "body"),
+            (br#"{"payload": 1}"#, "every"),
+            (br#"{"every": "30s", "colour": 1}"#, "colour"),
+            (br#"{"every": 30}"#, "every"),
+            (br#"{"every": "0s"}"#, "every"),
+            (br#"{"every": "soon"}"#, "every"),
+            (br#"{"every": "400days"}"#, "every"),
+            (br#"{"every": "1s", "first_run": "later"}"#, "first_run"),
+            (br#"{"every": "1s", "max_alerts": 0}"#, "max_alerts"),
+        ];
+        for (body, field) in cases {
+            let error = parse_registration(body, 1024).expect_err(field);
+            assert_eq!(
+                error.field.as_deref(),
+                Some(field),
+                "body {} gave {error:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn oversized_payload_is_413() {
+        let body = format!(r#"{{"every": "1s", "payload": "{}"}}"#, "x".repeat(100));
+        let error = parse_registration(body.as_bytes(), 50).expect_err("payload over the limit");
+
+        assert_eq!(error.status, axum::http::StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(error.field.as_deref(), Some("payload"));
+    }
+}

@@ -1,0 +1,214 @@
+//! `keywheel serve`: a watchdog for expected callbacks, over HTTP.
+//!
+//! A client that sends a request to an external service registers an id
+//! with `PUT /v1/keys/{id}` and an interval. If the callback has not
+//! arrived (`POST /v1/keys/{id}/complete`) when the interval has passed,
+//! the watchdog raises an overdue alert, and again every interval until
+//! the callback arrives, the entry is deleted, or `max_alerts` is reached.
+//!
+//! | route | response |
+//! |---|---|
+//! | `PUT /v1/keys/{id}` | 201 created, 200 replaced (or unchanged with `?if_absent=true`) |
+//! | `GET /v1/keys/{id}` | 200 with payload, interval, alerts, pending time, or 404 |
+//! | `DELETE /v1/keys/{id}` | 204, or 404 |
+//! | `POST /v1/keys/{id}/complete` | 200 with payload, pending time and alerts, or 404 |
+//! | `GET /metrics` | Prometheus text |
+//! | `GET /healthz`, `GET /readyz` | 200, but `/readyz` is 503 while starting or draining |
+//!
+//! The body of a `PUT` is a JSON object: `every` (required, a duration
+//! such as `"30s"` or `"250ms"`), `payload` (any JSON, default `null`),
+//! `first_run` (`"immediately"` or a duration), `jitter` (a duration) and
+//! `max_alerts` (at least 1, and without it alerts go on until completion).
+//! Replacing an entry starts its schedule and alert count afresh.
+//!
+//! Rejected input changes nothing and gets a JSON error naming the field
+//! and the rule: 400 for invalid input, 413 for a body or payload over its
+//! limit, 415 for a content type other than JSON. Ids are 1 to
+//! `max_id_bytes` characters from `A-Z a-z 0-9 . _ : -`.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use keywheel::server::{ServeConfig, Server};
+//!
+//! # async fn run() -> anyhow::Result<()> {
+//! let server = Server::bind(ServeConfig::default()).await?;
+//! println!("listening on {}", server.local_addr());
+//! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod cli;
+mod config;
+mod errors;
+mod input;
+mod log_limit;
+mod routes;
+mod telemetry;
+mod watchdog;
+mod webhook;
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use cli::{init_logging, LogFormat, Resolved, ServeArgs};
+pub use config::{
+    ServeConfig, SettingError, DEFAULT_CALL_TIMEOUT, DEFAULT_DRAIN_GRACE, DEFAULT_LISTEN,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_ID_BYTES, DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_WEBHOOK_TIMEOUT,
+};
+pub use telemetry::{prometheus, HTTP_REQUESTS_TOTAL, HTTP_REQUEST_DURATION_SECONDS};
+pub use watchdog::{
+    alerts_total, Completion, Watch, WatchRequest, Watchdog, ALERTS_TOTAL, COMPLETED_TOTAL,
+    EXPIRED_TOTAL, REGISTERED_TOTAL, WEBHOOK_TOTAL,
+};
+
+use crate::Manager;
+use routes::AppState;
+use watchdog::WatchdogMetrics;
+use webhook::Webhook;
+
+/// The `manager` label of the watchdog's metrics.
+pub const MANAGER_NAME: &str = "watchdog";
+
+/// A bound watchdog server: the listener is open and the manager runs;
+/// [`run`](Server::run) serves requests.
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    manager: Manager<Watchdog>,
+    state: AppState,
+    config: ServeConfig,
+}
+
+impl Server {
+    /// Checks the config, installs the process's Prometheus recorder (once
+    /// per process), binds the TCP listener and starts the manager.
+    ///
+    /// # Errors
+    ///
+    /// An invalid setting, an invalid webhook URL, a listen address that
+    /// cannot be bound, or another metrics recorder already installed.
+    pub async fn bind(config: ServeConfig) -> anyhow::Result<Server> {
+        config.validate()?;
+        let prometheus = telemetry::prometheus()?;
+        let webhook = config
+            .webhook
+            .as_deref()
+            .map(|url| Webhook::new(url, config.webhook_timeout))
+            .transpose()?;
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("failed to listen on {}", config.listen))?;
+        let local_addr = listener
+            .local_addr()
+            .context("failed to read the listen address")?;
+
+        let metrics = Arc::new(WatchdogMetrics::new(MANAGER_NAME));
+        let manager = Manager::builder(Watchdog::new(metrics.clone(), webhook))
+            .name(MANAGER_NAME)
+            .shards(config.shards)
+            .workers(config.workers)
+            .call_timeout(config.call_timeout)
+            .build()
+            .context("invalid manager settings")?;
+        let state = AppState::new(manager.clone(), metrics, prometheus, &config);
+
+        Ok(Server {
+            listener,
+            local_addr,
+            manager,
+            state,
+            config,
+        })
+    }
+
+    /// Returns the address the server listens on (with the real port when
+    /// port 0 was requested).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Returns the manager of the watches, for in-process figures such as
+    /// `len()`, `performs()` and `lateness()`.
+    pub fn manager(&self) -> &Manager<Watchdog> {
+        &self.manager
+    }
+
+    /// Serves requests until `shutdown` resolves, then drains.
+    ///
+    /// Draining: `/readyz` turns 503, the listener closes, open requests
+    /// get the drain grace to finish, then the manager stops with the same
+    /// grace for running alerts.
+    ///
+    /// # Errors
+    ///
+    /// The HTTP server failed while accepting connections.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Server {
+            listener,
+            local_addr,
+            manager,
+            state,
+            config,
+        } = self;
+        tracing::info!(
+            listen = %local_addr,
+            shards = config.shards,
+            workers = config.workers,
+            webhook = config.webhook.as_deref().unwrap_or("none"),
+            "keywheel serve started"
+        );
+
+        let stopping = CancellationToken::new();
+        let graceful = {
+            let stopping = stopping.clone();
+            let state = state.clone();
+            async move {
+                shutdown.await;
+                tracing::info!("shutdown requested, draining");
+                state.start_draining();
+                stopping.cancel();
+            }
+        };
+        let app = routes::router(state);
+        let serving = axum::serve(listener, app).with_graceful_shutdown(graceful);
+
+        let served = tokio::select! {
+            served = serving.into_future() => served.context("the HTTP server failed"),
+            () = http_drain_deadline(&stopping, config.drain_grace) => {
+                tracing::warn!(
+                    grace = %humantime::format_duration(config.drain_grace),
+                    "HTTP requests still open after the drain grace, closing them"
+                );
+                Ok(())
+            }
+        };
+
+        let report = manager.shutdown(config.drain_grace).await;
+        tracing::info!(
+            entries_terminated = report.terminated,
+            alerts_in_flight = report.in_flight,
+            alerts_cancelled = report.cancelled,
+            "keywheel serve stopped"
+        );
+        served
+    }
+}
+
+/// Resolves once the drain grace has passed after shutdown began.
+async fn http_drain_deadline(stopping: &CancellationToken, grace: Duration) {
+    stopping.cancelled().await;
+    tokio::time::sleep(grace).await;
+}

@@ -1,0 +1,320 @@
+//! The HTTP routes of the watchdog and their handlers.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use tokio::time::Instant;
+
+use super::config::ServeConfig;
+use super::errors::{self, ApiError};
+use super::input::{parse_id, parse_registration};
+use super::telemetry::observe;
+use super::watchdog::{Watch, WatchRequest, WatchdogMetrics};
+use crate::{Interval, Manager, PutResult, State as ManagerState};
+
+use super::Watchdog;
+
+/// State shared by every handler: the manager, the limits and the metrics.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    manager: Manager<Watchdog>,
+    metrics: Arc<WatchdogMetrics>,
+    prometheus: PrometheusHandle,
+    process: metrics_process::Collector,
+    max_id_bytes: usize,
+    max_body_bytes: usize,
+    max_payload_bytes: usize,
+    request_timeout: Duration,
+    draining: AtomicBool,
+}
+
+impl AppState {
+    pub(crate) fn new(
+        manager: Manager<Watchdog>,
+        metrics: Arc<WatchdogMetrics>,
+        prometheus: PrometheusHandle,
+        config: &ServeConfig,
+    ) -> Self {
+        let process = metrics_process::Collector::default();
+        process.describe();
+        AppState {
+            inner: Arc::new(Shared {
+                manager,
+                metrics,
+                prometheus,
+                process,
+                max_id_bytes: config.max_id_bytes,
+                max_body_bytes: config.max_body_bytes,
+                max_payload_bytes: config.max_payload_bytes,
+                request_timeout: config.request_timeout,
+                draining: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.inner.request_timeout
+    }
+
+    /// Marks the server as draining, so `/readyz` returns 503 from now on.
+    pub(crate) fn start_draining(&self) {
+        self.inner.draining.store(true, Ordering::Relaxed);
+    }
+
+    fn id(&self, path: Result<Path<String>, PathRejection>) -> Result<Arc<str>, ApiError> {
+        let Path(id) = path.map_err(|rejection| ApiError::from_path(&rejection))?;
+        parse_id(&id, self.inner.max_id_bytes)
+    }
+}
+
+/// Builds the router: the key routes, metrics and health, JSON responses
+/// for unknown routes and methods, the body limit and the request metrics.
+pub(crate) fn router(state: AppState) -> Router {
+    let body_limit = state.inner.max_body_bytes;
+    Router::new()
+        .route(
+            "/v1/keys/{id}",
+            put(put_key).get(get_key).delete(delete_key),
+        )
+        .route("/v1/keys/{id}/complete", post(complete_key))
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(errors::no_route)
+        .method_not_allowed_fallback(errors::method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutQuery {
+    #[serde(default)]
+    if_absent: bool,
+}
+
+#[derive(Serialize)]
+struct PutReply<'a> {
+    id: &'a str,
+    result: &'static str,
+}
+
+/// `PUT /v1/keys/{id}`: registers an expected callback.
+async fn put_key(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<PutQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let id = state.id(path)?;
+    let Query(query) = query.map_err(|rejection| ApiError::from_query(&rejection))?;
+    check_content_type(&headers)?;
+    let body =
+        body.map_err(|rejection| ApiError::from_body(&rejection, state.inner.max_body_bytes))?;
+    let registration = parse_registration(&body, state.inner.max_payload_bytes)?;
+
+    let watch = Watch::new(registration.payload, registration.max_alerts);
+    let manager = &state.inner.manager;
+    let put = if query.if_absent {
+        manager
+            .put_new(id.clone(), watch, registration.options)
+            .await
+    } else {
+        manager.put(id.clone(), watch, registration.options).await
+    };
+    let result = put.map_err(|failure| ApiError::from_engine(&failure.error, &id))?;
+
+    let (status, result) = match result {
+        PutResult::Inserted => (StatusCode::CREATED, "created"),
+        PutResult::Replaced => (StatusCode::OK, "replaced"),
+        PutResult::Exists => (StatusCode::OK, "unchanged"),
+    };
+    if status == StatusCode::CREATED || result == "replaced" {
+        state.inner.metrics.registered.increment(1);
+    }
+    Ok((status, Json(PutReply { id: &id, result })).into_response())
+}
+
+/// Accepts a missing content type or a JSON one. Anything else is 415.
+fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = value.to_str().unwrap_or("");
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        return Ok(());
+    }
+    Err(ApiError {
+        status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        field: Some("content-type".into()),
+        message: format!(
+            "unsupported content type {}: send application/json",
+            errors::excerpt(text)
+        ),
+    })
+}
+
+#[derive(Serialize)]
+struct KeyReply<'a> {
+    id: &'a str,
+    payload: &'a RawValue,
+    every: Option<String>,
+    alerts: u32,
+    max_alerts: Option<u32>,
+    pending_for_ms: u64,
+    next_due_in_ms: Option<u64>,
+    last_outcome: Option<&'static str>,
+    registered_at: String,
+}
+
+/// `GET /v1/keys/{id}`: the payload and state of one watch.
+async fn get_key(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = state.id(path)?;
+    let snapshot = state
+        .inner
+        .manager
+        .get(&id)
+        .await
+        .map_err(|error| ApiError::from_engine(&error, &id))?
+        .ok_or_else(|| ApiError::no_entry(&id))?;
+
+    let watch = &snapshot.payload;
+    let now = Instant::now();
+    let reply = KeyReply {
+        id: &id,
+        payload: watch.payload(),
+        every: match snapshot.interval {
+            Interval::Every(every) => Some(humantime::format_duration(every).to_string()),
+            Interval::Never => None,
+        },
+        alerts: watch.alerts(),
+        max_alerts: watch.max_alerts().map(|max| max.get()),
+        pending_for_ms: millis(watch.pending_for()),
+        next_due_in_ms: snapshot
+            .next_due
+            .map(|due| millis(due.saturating_duration_since(now))),
+        last_outcome: snapshot.last_outcome.map(|outcome| outcome.as_str()),
+        registered_at: rfc3339(watch.registered_at()),
+    };
+    Ok(Json(reply).into_response())
+}
+
+/// `DELETE /v1/keys/{id}`: removes a watch. Returns 204, or 404 if there was none.
+async fn delete_key(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<StatusCode, ApiError> {
+    let id = state.id(path)?;
+    let existed = state
+        .inner
+        .manager
+        .del(&id)
+        .await
+        .map_err(|error| ApiError::from_engine(&error, &id))?;
+    if existed {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::no_entry(&id))
+    }
+}
+
+#[derive(Serialize)]
+struct CompleteReply<'a> {
+    id: &'a str,
+    payload: &'a RawValue,
+    pending_for_ms: u64,
+    alerts: u32,
+    registered_at: String,
+}
+
+/// `POST /v1/keys/{id}/complete`: the callback arrived. The entry's
+/// payload is read and the entry removed in one call, so a concurrent
+/// alert or second completion can never see it half-done.
+async fn complete_key(
+    State(state): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = state.id(path)?;
+    let completion = state
+        .inner
+        .manager
+        .call(&id, WatchRequest::Complete)
+        .await
+        .map_err(|error| ApiError::from_engine(&error, &id))?
+        .ok_or_else(|| ApiError::no_entry(&id))?;
+
+    let reply = CompleteReply {
+        id: &id,
+        payload: &completion.payload,
+        pending_for_ms: millis(completion.pending_for),
+        alerts: completion.alerts,
+        registered_at: rfc3339(completion.registered_at),
+    };
+    Ok(Json(reply).into_response())
+}
+
+/// `GET /metrics`: the Prometheus text format.
+async fn render_metrics(State(state): State<AppState>) -> Response {
+    state.inner.process.collect();
+    let body = state.inner.prometheus.render();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /healthz`: 200 whenever the process is up.
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 while the manager serves, 503 while it starts or drains.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let manager_state = state.inner.manager.state();
+    let draining = state.inner.draining.load(Ordering::Relaxed);
+    let (status, text) = match manager_state {
+        ManagerState::Ready if !draining => (StatusCode::OK, "ready"),
+        ManagerState::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
+    };
+    (status, Json(serde_json::json!({ "status": text }))).into_response()
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}

@@ -1,0 +1,143 @@
+//! The Prometheus recorder of the process, and the HTTP request metrics and
+//! timeout around every route.
+
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics::{describe_counter, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use super::errors::ApiError;
+use super::routes::AppState;
+
+/// HTTP requests, by `route` (the route template) and `status`.
+pub const HTTP_REQUESTS_TOTAL: &str = "keywheel_http_requests_total";
+/// Time from receiving a request to its response, by `route`, in seconds.
+pub const HTTP_REQUEST_DURATION_SECONDS: &str = "keywheel_http_request_duration_seconds";
+
+/// Upper bounds (seconds) of the HTTP duration histogram. A put or get
+/// on loopback typically takes well under a millisecond, and the slowest
+/// responses are bounded by the call timeout (5 s by default).
+pub const HTTP_DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// How often buffered histogram samples are folded into their buckets.
+/// The exporter keeps every sample until then, so memory grows with the
+/// request rate times this period.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The `route` label of requests that matched no route. Raw paths never
+/// become labels, since each distinct value would be a new series.
+const UNMATCHED_ROUTE: &str = "unmatched";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static INSTALL: Mutex<()> = Mutex::new(());
+
+/// Returns the handle of the process's Prometheus recorder, installing the
+/// recorder and its upkeep thread on the first call.
+///
+/// Several servers in one process (tests, the demo) share this one
+/// recorder, because a process can have only one global recorder.
+///
+/// # Errors
+///
+/// Another recorder was installed in this process first.
+pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let _guard = INSTALL.lock().unwrap_or_else(|poison| poison.into_inner());
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(crate::metrics::PERFORM_LATENESS_SECONDS.to_string()),
+            crate::metrics::LATENESS_BUCKETS,
+        )
+        .and_then(|builder| {
+            builder.set_buckets_for_metric(
+                Matcher::Full(HTTP_REQUEST_DURATION_SECONDS.to_string()),
+                HTTP_DURATION_BUCKETS,
+            )
+        })
+        .context("invalid histogram buckets")?
+        .install_recorder()
+        .context("failed to install the Prometheus recorder; another metrics recorder is already installed in this process")?;
+
+    describe();
+    spawn_upkeep(handle.clone())?;
+    let _ = HANDLE.set(handle.clone());
+    Ok(handle)
+}
+
+/// Runs the exporter's upkeep on a thread of its own, so it outlives any
+/// one tokio runtime of the process.
+fn spawn_upkeep(handle: PrometheusHandle) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("keywheel-metrics-upkeep".to_string())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_EVERY);
+            handle.run_upkeep();
+        })
+        .context("failed to start the metrics upkeep thread")?;
+    Ok(())
+}
+
+/// Describes the metrics of the binary and of the library.
+fn describe() {
+    crate::metrics::describe();
+    super::watchdog::describe();
+    describe_counter!(HTTP_REQUESTS_TOTAL, "HTTP requests, by route and status.");
+    describe_histogram!(
+        HTTP_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time from receiving an HTTP request to its response, by route."
+    );
+}
+
+/// Counts and times every request by route template and status, and
+/// returns 503 when its handling exceeds the request timeout.
+pub(crate) async fn observe(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED_ROUTE.to_string(), |path| {
+            path.as_str().to_string()
+        });
+    let timeout = state.request_timeout();
+
+    // NOTE: the handler of a timed-out request is dropped mid-way. A put or
+    // delete that already reached its shard still takes effect, unacknowledged.
+    let response = match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            field: None,
+            message: format!(
+                "request timed out after {}: the server is overloaded or the body arrives too slowly",
+                humantime::format_duration(timeout)
+            ),
+        }
+        .into_response(),
+    };
+
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(HTTP_REQUESTS_TOTAL, "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, "route" => route).record(started.elapsed());
+    response
+}

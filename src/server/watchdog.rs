@@ -1,0 +1,313 @@
+//! The watchdog handler: one entry per expected callback, one alert per
+//! overdue perform.
+//!
+//! A client registers an id when it sends a request to an external service
+//! and completes it when the callback arrives. Until then every due perform
+//! of the entry is an overdue alert: a rate-limited `warn` line, a counter
+//! and, with a webhook configured, a POST that can steer the entry. After
+//! `max_alerts` alerts the entry expires.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use metrics::{describe_counter, Counter, Label};
+use serde_json::value::RawValue;
+use tokio::time::Instant;
+
+use super::log_limit::LogLimiter;
+use super::webhook::Webhook;
+use crate::{Handler, Outcome, TerminateReason};
+
+/// Overdue alerts, by `manager`.
+pub const ALERTS_TOTAL: &str = "keywheel_watchdog_alerts_total";
+/// Entries removed after `max_alerts` alerts, by `manager`.
+pub const EXPIRED_TOTAL: &str = "keywheel_watchdog_expired_total";
+/// Entries created or replaced through `PUT /v1/keys/{id}`, by `manager`.
+pub const REGISTERED_TOTAL: &str = "keywheel_watchdog_registered_total";
+/// Entries completed through `POST /v1/keys/{id}/complete`, by `manager`.
+pub const COMPLETED_TOTAL: &str = "keywheel_watchdog_completed_total";
+/// Webhook deliveries, by `manager` and `result` (continue, reschedule,
+/// halt, rejected, failed).
+pub const WEBHOOK_TOTAL: &str = "keywheel_watchdog_webhook_total";
+
+/// Minimum time between two log lines of one kind (overdue, expired,
+/// webhook failure). One line per alert would flood the log when many
+/// callbacks are late together.
+const LOG_EVERY: Duration = Duration::from_secs(1);
+
+/// Every alert of every watchdog in this process.
+static ALERTS: AtomicU64 = AtomicU64::new(0);
+
+/// Returns how many overdue alerts all watchdogs of this process have
+/// raised so far.
+///
+/// # Example
+///
+/// ```
+/// let before = keywheel::server::alerts_total();
+/// assert!(keywheel::server::alerts_total() >= before);
+/// ```
+pub fn alerts_total() -> u64 {
+    ALERTS.load(Ordering::Relaxed)
+}
+
+/// Describes the watchdog metrics, so `# HELP` lines appear before the first sample.
+pub(crate) fn describe() {
+    describe_counter!(ALERTS_TOTAL, "Overdue alerts raised by the watchdog.");
+    describe_counter!(
+        EXPIRED_TOTAL,
+        "Watchdog entries removed after reaching max_alerts."
+    );
+    describe_counter!(REGISTERED_TOTAL, "Watchdog entries created or replaced.");
+    describe_counter!(
+        COMPLETED_TOTAL,
+        "Watchdog entries completed before they expired."
+    );
+    describe_counter!(WEBHOOK_TOTAL, "Webhook deliveries of alerts, by result.");
+}
+
+/// The state of one expected callback: the client's payload and the alert count.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    payload: Arc<RawValue>,
+    registered: Instant,
+    registered_at: SystemTime,
+    alerts: u32,
+    max_alerts: Option<NonZeroU32>,
+}
+
+impl Watch {
+    /// Starts a watch of `payload` (any JSON text) at the current time;
+    /// `max_alerts` of `None` alerts until the entry is completed or deleted.
+    pub fn new(payload: Arc<RawValue>, max_alerts: Option<NonZeroU32>) -> Self {
+        Watch {
+            payload,
+            registered: Instant::now(),
+            registered_at: SystemTime::now(),
+            alerts: 0,
+            max_alerts,
+        }
+    }
+
+    /// Returns the client's payload, as the JSON text it sent.
+    pub fn payload(&self) -> &Arc<RawValue> {
+        &self.payload
+    }
+
+    /// Overdue alerts raised so far.
+    pub fn alerts(&self) -> u32 {
+        self.alerts
+    }
+
+    /// Returns the alert count at which the entry expires, if any.
+    pub fn max_alerts(&self) -> Option<NonZeroU32> {
+        self.max_alerts
+    }
+
+    /// Returns how long the callback has been pending, on the monotonic clock.
+    pub fn pending_for(&self) -> Duration {
+        self.registered.elapsed()
+    }
+
+    /// Returns the wall-clock time of the registration, for display only.
+    pub fn registered_at(&self) -> SystemTime {
+        self.registered_at
+    }
+
+    fn has_expired(&self) -> bool {
+        self.max_alerts.is_some_and(|max| self.alerts >= max.get())
+    }
+}
+
+/// The request of a watchdog `call`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchRequest {
+    /// The callback arrived: reply with the watch and remove the entry.
+    Complete,
+}
+
+/// The reply to [`WatchRequest::Complete`].
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The client's payload.
+    pub payload: Arc<RawValue>,
+    /// How long the callback was pending.
+    pub pending_for: Duration,
+    /// Overdue alerts raised before the callback arrived.
+    pub alerts: u32,
+    /// The wall-clock time of the registration.
+    pub registered_at: SystemTime,
+}
+
+/// Counter handles of one watchdog, registered once with its `manager` label.
+#[derive(Debug)]
+pub(crate) struct WatchdogMetrics {
+    pub(crate) alerts: Counter,
+    pub(crate) expired: Counter,
+    pub(crate) registered: Counter,
+    pub(crate) completed: Counter,
+    pub(crate) webhook: WebhookCounters,
+}
+
+/// Webhook deliveries by result.
+#[derive(Debug)]
+pub(crate) struct WebhookCounters {
+    /// A 2xx response without a new interval.
+    pub(crate) continued: Counter,
+    /// A 2xx response with a new interval.
+    pub(crate) rescheduled: Counter,
+    /// A 410 response.
+    pub(crate) halted: Counter,
+    /// Any other status, or a 2xx body that was not understood.
+    pub(crate) rejected: Counter,
+    /// No response: a connection error or a timeout.
+    pub(crate) failed: Counter,
+}
+
+impl WatchdogMetrics {
+    /// Registers the counters of the manager named `manager`.
+    pub(crate) fn new(manager: &str) -> Self {
+        let plain = |name: &'static str| {
+            metrics::counter!(name, vec![Label::new("manager", manager.to_string())])
+        };
+        let webhook = |result: &'static str| {
+            metrics::counter!(
+                WEBHOOK_TOTAL,
+                vec![
+                    Label::new("manager", manager.to_string()),
+                    Label::new("result", result),
+                ]
+            )
+        };
+        WatchdogMetrics {
+            alerts: plain(ALERTS_TOTAL),
+            expired: plain(EXPIRED_TOTAL),
+            registered: plain(REGISTERED_TOTAL),
+            completed: plain(COMPLETED_TOTAL),
+            webhook: WebhookCounters {
+                continued: webhook("continue"),
+                rescheduled: webhook("reschedule"),
+                halted: webhook("halt"),
+                rejected: webhook("rejected"),
+                failed: webhook("failed"),
+            },
+        }
+    }
+}
+
+/// The [`Handler`] of `keywheel serve`: each perform is one overdue alert.
+#[derive(Debug)]
+pub struct Watchdog {
+    metrics: Arc<WatchdogMetrics>,
+    webhook: Option<Webhook>,
+    overdue_log: LogLimiter,
+    expired_log: LogLimiter,
+}
+
+impl Watchdog {
+    pub(crate) fn new(metrics: Arc<WatchdogMetrics>, webhook: Option<Webhook>) -> Self {
+        Watchdog {
+            metrics,
+            webhook,
+            overdue_log: LogLimiter::new(LOG_EVERY),
+            expired_log: LogLimiter::new(LOG_EVERY),
+        }
+    }
+
+    fn log_overdue(&self, id: &str, watch: &Watch, pending_for: Duration) {
+        if let Some(suppressed) = self.overdue_log.allow() {
+            tracing::warn!(
+                id,
+                pending_for = %format_millis(pending_for),
+                alerts = watch.alerts,
+                suppressed,
+                "callback overdue"
+            );
+        }
+    }
+
+    fn log_expired(&self, id: &str, watch: &Watch, pending_for: Duration) {
+        if let Some(suppressed) = self.expired_log.allow() {
+            tracing::warn!(
+                id,
+                pending_for = %format_millis(pending_for),
+                alerts = watch.alerts,
+                suppressed,
+                "callback never arrived, so the entry expired after max_alerts alerts"
+            );
+        }
+    }
+}
+
+impl Handler for Watchdog {
+    type Id = Arc<str>;
+    type Payload = Watch;
+    type Request = WatchRequest;
+    type Reply = Option<Completion>;
+    type Message = ();
+
+    async fn perform(&self, id: &Arc<str>, watch: &mut Watch) -> Outcome<Arc<str>> {
+        watch.alerts = watch.alerts.saturating_add(1);
+        ALERTS.fetch_add(1, Ordering::Relaxed);
+        self.metrics.alerts.increment(1);
+
+        let pending_for = watch.pending_for();
+        self.log_overdue(id, watch, pending_for);
+
+        let outcome = match &self.webhook {
+            Some(webhook) => {
+                webhook
+                    .deliver(id, watch, pending_for, &self.metrics.webhook)
+                    .await
+            }
+            None => Outcome::Continue,
+        };
+        if matches!(outcome, Outcome::Halt) {
+            return outcome;
+        }
+
+        if watch.has_expired() {
+            self.metrics.expired.increment(1);
+            self.log_expired(id, watch, pending_for);
+            return Outcome::Halt;
+        }
+        outcome
+    }
+
+    async fn call(
+        &self,
+        _id: &Arc<str>,
+        watch: &mut Watch,
+        request: WatchRequest,
+    ) -> (Option<Completion>, Outcome<Arc<str>>) {
+        match request {
+            WatchRequest::Complete => {
+                self.metrics.completed.increment(1);
+                let completion = Completion {
+                    payload: watch.payload.clone(),
+                    pending_for: watch.pending_for(),
+                    alerts: watch.alerts,
+                    registered_at: watch.registered_at,
+                };
+                (Some(completion), Outcome::Halt)
+            }
+        }
+    }
+
+    async fn terminate(&self, id: &Arc<str>, watch: Watch, reason: TerminateReason) {
+        tracing::debug!(
+            id = &**id,
+            alerts = watch.alerts,
+            reason = reason.as_str(),
+            "watch ended"
+        );
+    }
+}
+
+/// Formats a duration rounded to whole milliseconds, such as `1m 30s 250ms`.
+pub(crate) fn format_millis(duration: Duration) -> humantime::FormattedDuration {
+    let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    humantime::format_duration(Duration::from_millis(millis))
+}
