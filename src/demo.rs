@@ -66,6 +66,12 @@ pub const DEFAULT_COMPLETE_RATIO: f64 = 0.9;
 /// Default number of HTTP requests in flight at once.
 pub const DEFAULT_CONCURRENCY: usize = 64;
 
+/// Largest `--concurrency` accepted. Each request in flight may hold its own
+/// loopback connection, which takes two file descriptors in this process
+/// (client and server side), and 1,024 is a common default limit of open
+/// files per process.
+pub const MAX_CONCURRENCY: usize = 400;
+
 /// Default seed of the completion plan.
 pub const DEFAULT_SEED: u64 = 1;
 
@@ -110,7 +116,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = DEFAULT_COMPLETE_RATIO)]
     pub complete_ratio: f64,
 
-    /// Maximum number of HTTP requests in flight at once.
+    /// Maximum number of HTTP requests in flight at once (1 to 400).
     #[arg(long, default_value_t = DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
 
@@ -177,8 +183,11 @@ impl DemoArgs {
                 crate::MAX_INTERVAL.as_secs() / (24 * 60 * 60),
             );
         }
-        if self.concurrency == 0 {
-            bail!("invalid --concurrency 0: must be at least 1");
+        if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
+            bail!(
+                "invalid --concurrency {}: must be from 1 to {MAX_CONCURRENCY}",
+                self.concurrency
+            );
         }
         Ok(())
     }

@@ -659,8 +659,7 @@ impl<H: Handler> Manager<H> {
         }
 
         let shards = self.inner.shards.len();
-        let mut per_shard: Vec<Vec<(H::Id, H::Payload, EntryOptions)>> =
-            (0..shards).map(|_| Vec::new()).collect();
+        let mut per_shard: Vec<Vec<_>> = (0..shards).map(|_| Vec::new()).collect();
         for entry in entries {
             let shard = self.shard_of(&entry.0);
             per_shard[shard].push(entry);

@@ -12,7 +12,7 @@ fn every_ms(millis: u64) -> EntryOptions {
     EntryOptions::every(Duration::from_millis(millis))
 }
 
-/// A recorder whose perform takes 200 ms and leaves the payload "after".
+/// Returns a recorder whose perform takes 200 ms and leaves the payload "after".
 fn slow_perform(log: &Log) -> Recorder {
     Recorder::new(log).perform(|_, payload| {
         *payload = "after".to_string();
@@ -124,8 +124,8 @@ async fn call_to_missing_id_is_not_found() {
     assert_eq!(get, Ok(None), "get of an id never put");
 }
 
-/// A call whose deadline passes while it waits behind a perform times out,
-/// and the handler never sees it, not even after the perform ends.
+/// A call whose deadline passes while it waits behind a perform times out.
+/// The handler never runs it, not even after the perform ends.
 #[tokio::test(start_paused = true)]
 async fn call_timeout_behind_long_perform_never_runs() {
     let log = Log::new();

@@ -1,6 +1,6 @@
 //! How entries end and are replaced: Halt, del, re-put, replace, Move and
-//! shutdown, with `terminate` exactly once per ended entry. Paused clock
-//! unless a test says otherwise.
+//! shutdown, with `terminate` exactly once per ended entry. Tests run on a
+//! paused clock, except the multi-thread ones, which use real time.
 
 mod common;
 
@@ -310,10 +310,10 @@ async fn put_new_keeps_existing_entry() {
     );
 }
 
-/// `Move` inserts the new id with the payload and options; the engine starts
+/// `Move` inserts the new id with the payload and options. The engine starts
 /// its schedule afresh, so its first perform is one interval after the move.
-/// The target is tried on the same shard, on another shard, and over an
-/// existing entry, which is then replaced.
+/// The target is on the same shard, on another shard, or an existing entry
+/// that the move replaces.
 #[tokio::test(start_paused = true)]
 async fn move_transfers_payload_to_new_id() {
     const SHARDS: u64 = 4;
@@ -609,7 +609,7 @@ async fn del_then_put_and_shutdown_real_time() {
     }
     let first = log.perform_times(2).first().copied();
     let first = first.expect("entry 2 performed within 2 s");
-    // The bounds leave room for a busy test machine; a shard that slept on
+    // The bounds leave room for a busy test machine. A shard that slept on
     // the deleted entry's 100 s timer would miss them by far.
     let waited = first - put_at;
     assert!(
@@ -629,8 +629,8 @@ async fn del_then_put_and_shutdown_real_time() {
 
 /// 1000 entries all due at once, 100 workers, performs of 500 ms: 100 run
 /// when shutdown begins and 900 wait in the pool's queue. None of those 900
-/// may start; the 100 finish within the grace period; every entry gets one
-/// `terminate(Shutdown)` with its last payload.
+/// may start, the 100 finish within the grace period, and every entry gets
+/// one `terminate(Shutdown)` with its last payload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_terminates_each_entry_once() {
     let log = Log::new();

@@ -10,9 +10,9 @@ use std::time::Duration;
 use common::{Log, Recorder, Step};
 use keywheel::{EntryOptions, FirstRun, Manager};
 
-/// A perform of 200 ms at a 50 ms interval runs back to back with the
-/// fixed delay between runs, never overlapping itself; after it speeds up to
-/// 10 ms, nothing queued up runs in a burst.
+/// A perform of 200 ms at a 50 ms interval never overlaps itself: each run
+/// starts 50 ms after the previous one ends. After it speeds up to 10 ms,
+/// no queued-up runs follow in a burst.
 #[tokio::test(start_paused = true)]
 async fn slow_perform_never_overlaps_itself() {
     let log = Log::new();
@@ -38,7 +38,7 @@ async fn slow_perform_never_overlaps_itself() {
         "each start is the previous end plus 50 ms"
     );
 
-    // The perform that started at 800 ms ended at 1000 ms; the next is due at 1050 ms.
+    // The perform that started at 800 ms ended at 1000 ms, so the next is due at 1050 ms.
     log.sleep_until_ms(1_010).await;
     work_ms.store(10, Ordering::SeqCst);
     log.sleep_until_ms(2_000).await;

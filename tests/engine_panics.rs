@@ -13,7 +13,7 @@ fn every_ms(millis: u64) -> EntryOptions {
     EntryOptions::every(Duration::from_millis(millis))
 }
 
-/// Entry 1's perform marks its payload and panics; entry 2 is healthy.
+/// Returns a recorder whose perform of entry 1 marks its payload and panics.
 fn panicking_perform(log: &Log) -> Recorder {
     Recorder::new(log).perform(|id, payload| {
         if id == 1 {
@@ -281,7 +281,7 @@ async fn panicking_init_removes_entry_by_default() {
     assert_eq!(manager.len(), 0, "len after init panicked");
 }
 
-/// A panic in `terminate` is caught; the entry is removed anyway and the
+/// A panic in `terminate` is caught. The entry is removed anyway, and the
 /// only worker of the pool keeps serving other entries.
 #[tokio::test(start_paused = true)]
 async fn panicking_terminate_still_removes() {

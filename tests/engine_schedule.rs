@@ -269,7 +269,7 @@ async fn jitter_spreads_first_due() {
         );
     }
 
-    // Jitter spreads the first due time only; later ones follow the interval.
+    // Jitter moves the first due time only. Later ones follow the interval.
     for id in 0..500 {
         let starts = log.perform_ms(id);
         assert_eq!(

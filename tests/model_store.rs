@@ -64,8 +64,16 @@ fn op() -> impl Strategy<Value = Op> {
     let id = 0u64..4;
     let every = prop_oneof![Just(10u64), Just(20), Just(30)];
     prop_oneof![
-        (id.clone(), 0u64..4, every.clone()).prop_map(|(id, payload, every)| Op::Put { id, payload, every }),
-        (id.clone(), 0u64..4, every).prop_map(|(id, payload, every)| Op::PutNew { id, payload, every }),
+        (id.clone(), 0u64..4, every.clone()).prop_map(|(id, payload, every)| Op::Put {
+            id,
+            payload,
+            every
+        }),
+        (id.clone(), 0u64..4, every).prop_map(|(id, payload, every)| Op::PutNew {
+            id,
+            payload,
+            every
+        }),
         id.clone().prop_map(|id| Op::Del { id }),
         id.clone().prop_map(|id| Op::Get { id }),
         id.clone().prop_map(|id| Op::Call { id }),
@@ -96,7 +104,8 @@ impl Model {
             if if_absent {
                 return PutResult::Exists;
             }
-            self.terminated.push((id, old.payload, TerminateReason::Replaced));
+            self.terminated
+                .push((id, old.payload, TerminateReason::Replaced));
         }
         let existed = self.entries.contains_key(&id);
         self.entries.insert(
@@ -134,7 +143,8 @@ impl Model {
             entry.performs += 1;
             if entry.payload % 5 == 0 {
                 let entry = self.entries.remove(&id).unwrap();
-                self.terminated.push((id, entry.payload, TerminateReason::Halted));
+                self.terminated
+                    .push((id, entry.payload, TerminateReason::Halted));
             } else {
                 entry.next_due = due + entry.every;
             }
@@ -144,7 +154,8 @@ impl Model {
 }
 
 fn options(every: u64) -> EntryOptions {
-    EntryOptions::every(Duration::from_millis(every)).first_run(FirstRun::After(Duration::from_millis(every + 5)))
+    EntryOptions::every(Duration::from_millis(every))
+        .first_run(FirstRun::After(Duration::from_millis(every + 5)))
 }
 
 async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
@@ -175,7 +186,9 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let got = manager.del(&id).await.unwrap();
                 let expected = match model.entries.remove(&id) {
                     Some(entry) => {
-                        model.terminated.push((id, entry.payload, TerminateReason::Deleted));
+                        model
+                            .terminated
+                            .push((id, entry.payload, TerminateReason::Deleted));
                         true
                     }
                     None => false,
@@ -183,7 +196,11 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 prop_assert_eq!(got, expected, "step {}: del {}", step, id);
             }
             Op::Get { id } => {
-                let got = manager.get(&id).await.unwrap().map(|s| (s.payload, s.performs));
+                let got = manager
+                    .get(&id)
+                    .await
+                    .unwrap()
+                    .map(|s| (s.payload, s.performs));
                 let expected = model.entries.get(&id).map(|e| (e.payload, e.performs));
                 prop_assert_eq!(got, expected, "step {}: get {}", step, id);
             }
@@ -215,12 +232,19 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let ids: Vec<u64> = model.entries.keys().copied().collect();
     for id in &ids {
         let got = manager.call(id, ()).await.ok();
-        prop_assert_eq!(got, model.entries.get(id).map(|e| e.payload), "final call {}", id);
+        prop_assert_eq!(
+            got,
+            model.entries.get(id).map(|e| e.payload),
+            "final call {}",
+            id
+        );
     }
 
     manager.shutdown(Duration::from_secs(1)).await;
     for (id, entry) in std::mem::take(&mut model.entries) {
-        model.terminated.push((id, entry.payload, TerminateReason::Shutdown));
+        model
+            .terminated
+            .push((id, entry.payload, TerminateReason::Shutdown));
     }
 
     let mut got = terminated.lock().unwrap().clone();

@@ -128,7 +128,10 @@ async fn race(manager: Manager<Racer>, task: u64, incarnations: Arc<AtomicU64>, 
                     performs: 0,
                 };
                 let every = Duration::from_millis(1 + (state >> 16) % 3);
-                manager.put(id, payload, EntryOptions::every(every)).await.unwrap();
+                manager
+                    .put(id, payload, EntryOptions::every(every))
+                    .await
+                    .unwrap();
                 live.insert(id, incarnation);
             }
             2 => {
@@ -154,11 +157,13 @@ async fn race(manager: Manager<Racer>, task: u64, incarnations: Arc<AtomicU64>, 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn races_keep_invariants() {
     let trace = Arc::new(Trace::default());
-    let manager = Manager::builder(Racer { trace: trace.clone() })
-        .shards(4)
-        .workers(4)
-        .build()
-        .unwrap();
+    let manager = Manager::builder(Racer {
+        trace: trace.clone(),
+    })
+    .shards(4)
+    .workers(4)
+    .build()
+    .unwrap();
     let incarnations = Arc::new(AtomicU64::new(1));
     let deleted = Deleted::default();
 
@@ -181,14 +186,29 @@ async fn races_keep_invariants() {
     let mut before = HashMap::new();
     for id in (0..TASKS * IDS_PER_TASK).chain(MOVE_OFFSET..MOVE_OFFSET + TASKS * IDS_PER_TASK) {
         if let Some(snapshot) = manager.get(&id).await.unwrap() {
-            before.insert(id, (snapshot.payload.incarnation, snapshot.payload.performs));
+            before.insert(
+                id,
+                (snapshot.payload.incarnation, snapshot.payload.performs),
+            );
         }
     }
-    assert!(!before.is_empty(), "some entries are live when the racing stops");
+    assert!(
+        !before.is_empty(),
+        "some entries are live when the racing stops"
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     for (id, (incarnation, performs)) in &before {
-        let performed = trace.performs.lock().unwrap().get(incarnation).map_or(0, Vec::len) as u64;
-        let ended = trace.terminates.lock().unwrap().contains_key(&(*id, *incarnation));
+        let performed = trace
+            .performs
+            .lock()
+            .unwrap()
+            .get(incarnation)
+            .map_or(0, Vec::len) as u64;
+        let ended = trace
+            .terminates
+            .lock()
+            .unwrap()
+            .contains_key(&(*id, *incarnation));
         assert!(
             performed > *performs || ended,
             "entry {id} (incarnation {incarnation}) is neither performing nor terminated"
@@ -201,12 +221,23 @@ async fn races_keep_invariants() {
     assert_eq!(manager.len(), 0, "entries left after every entry halted");
     let settled = manager.performs();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(manager.performs(), settled, "performs after the store emptied");
+    assert_eq!(
+        manager.performs(),
+        settled,
+        "performs after the store emptied"
+    );
 
     let report = manager.shutdown(Duration::from_secs(2)).await;
-    assert_eq!(report.cancelled, 0, "no callback should need cancelling: {report:?}");
+    assert_eq!(
+        report.cancelled, 0,
+        "no callback should need cancelling: {report:?}"
+    );
 
-    assert_eq!(trace.overlaps.load(Ordering::Relaxed), 0, "callbacks of one id overlapped");
+    assert_eq!(
+        trace.overlaps.load(Ordering::Relaxed),
+        0,
+        "callbacks of one id overlapped"
+    );
 
     // No perform of an incarnation starts after its `del` returned.
     let performs = trace.performs.lock().unwrap();
@@ -226,8 +257,15 @@ async fn races_keep_invariants() {
 
     // `terminate` ran exactly once per (id, incarnation) that ever existed.
     let terminates = trace.terminates.lock().unwrap();
-    let twice: Vec<_> = terminates.iter().filter(|(_, reasons)| reasons.len() != 1).collect();
-    assert!(twice.is_empty(), "terminate ran more than once: {:?}", &twice[..twice.len().min(5)]);
+    let twice: Vec<_> = terminates
+        .iter()
+        .filter(|(_, reasons)| reasons.len() != 1)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "terminate ran more than once: {:?}",
+        &twice[..twice.len().min(5)]
+    );
     let total_incarnations = incarnations.load(Ordering::Relaxed) - 1;
     let terminated_incarnations = terminates
         .keys()
@@ -248,5 +286,8 @@ async fn races_keep_invariants() {
         .values()
         .filter(|reasons| reasons[0] == TerminateReason::Halted)
         .count();
-    assert!(moved > 0 && halted > 0, "outcomes were exercised: moved {moved}, halted {halted}");
+    assert!(
+        moved > 0 && halted > 0,
+        "outcomes were exercised: moved {moved}, halted {halted}"
+    );
 }

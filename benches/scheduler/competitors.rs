@@ -171,6 +171,38 @@ impl Competitor {
         }
     }
 
+    /// Reads back the next due time of up to 300 of the keys that
+    /// `load(count, key, base)` inserted and counts those not one interval
+    /// after the load (within the load's duration and a second). Returns
+    /// (checked, misplaced); only keywheel exposes due times.
+    pub async fn check_next_due(
+        &self,
+        count: u64,
+        key: impl Fn(u64) -> KeySpec,
+        base: Instant,
+    ) -> (u64, u64) {
+        let Competitor::Wheel(wheel) = self else {
+            return (0, 0);
+        };
+        let slack = Duration::from_secs(1);
+        let step = (count / 300).max(1);
+        let (mut checked, mut misplaced) = (0, 0);
+        for i in (0..count).step_by(step as usize) {
+            let spec = key(i);
+            let next_due = match wheel.manager.get(&spec.id).await {
+                Ok(Some(snapshot)) => snapshot.next_due,
+                _ => None,
+            };
+            let earliest = base + spec.first;
+            let in_place = next_due.is_some_and(|due| due >= earliest && due <= Instant::now() + spec.first + slack);
+            checked += 1;
+            if !in_place {
+                misplaced += 1;
+            }
+        }
+        (checked, misplaced)
+    }
+
     /// Returns the lateness of every perform so far, in microseconds.
     pub fn lateness(&self) -> Histogram<u64> {
         match self {

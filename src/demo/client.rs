@@ -11,9 +11,9 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-/// Maximum wait for one response. The server answers in milliseconds, so a
-/// request that takes this long is reported as failed instead of stalling
-/// the demo.
+/// Maximum wait for one response. The server normally responds within
+/// milliseconds, so a request that takes this long is reported as failed
+/// instead of stalling the demo.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Maximum length, in characters, of a response body quoted in an error.

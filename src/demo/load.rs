@@ -133,7 +133,7 @@ async fn register_one(
 
     match run.client.register(&id, &body).await {
         Ok(sent) => {
-            let registered = Instant::now();
+            let answered = Instant::now();
             run.counters.registered.fetch_add(1, Ordering::Relaxed);
             match completion_delay {
                 Some(delay) => {
@@ -151,7 +151,7 @@ async fn register_one(
                 None => {
                     run.set_state(index, KeyState::Pending);
                     run.counters.overdue.fetch_add(1, Ordering::Relaxed);
-                    let since_start = micros(registered.duration_since(run.started));
+                    let since_start = micros(answered.duration_since(run.started));
                     run.counters
                         .last_pending_registered_us
                         .fetch_max(since_start, Ordering::Relaxed);
@@ -176,13 +176,14 @@ fn alerted_completion(id: &str, alerts: u64, delay: Duration, interval: Duration
     let interval_ms = interval.as_millis();
     if delay < interval {
         return format!(
-            "{id} reported {alerts} alerts when completed {delay_ms} ms after its \
-             registration was sent, before its first due time ({interval_ms} ms)"
+            "{id} reported {alerts} alerts, although its completion was answered \
+             {delay_ms} ms after its registration was sent, before its first due time \
+             at {interval_ms} ms"
         );
     }
     format!(
         "{id} reported {alerts} alerts, but its completion was answered {delay_ms} ms \
-         after its registration was sent, past its first due time ({interval_ms} ms): \
+         after its registration was sent, past its first due time at {interval_ms} ms: \
          the client fell behind its schedule, so lower --concurrency or raise --interval"
     )
 }

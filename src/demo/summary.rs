@@ -148,7 +148,7 @@ impl fmt::Display for DemoSummary {
         )?;
         writeln!(
             f,
-            "  completions        at most {:.2} s after registration, \
+            "  completions        at most {:.2} s after the registration was sent, \
              at most {:.1} ms behind schedule",
             self.max_completion_delay.as_secs_f64(),
             millis(self.max_completion_lag),

@@ -1,5 +1,11 @@
 //! The Prometheus recorder of the process, and the HTTP request metrics and
 //! timeout around every route.
+//!
+//! Every histogram of the process is exported with explicit buckets, never
+//! as a summary: the library's and the server's histograms get their own
+//! bounds, and any other histogram gets [`FALLBACK_SECONDS_BUCKETS`]. The
+//! recorder's upkeep runs on a thread of its own, so buffered histogram
+//! samples are folded into their buckets whether or not anyone scrapes.
 
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -9,7 +15,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use metrics::{describe_counter, describe_histogram, Unit};
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::errors::ApiError;
@@ -20,12 +26,22 @@ pub const HTTP_REQUESTS_TOTAL: &str = "keywheel_http_requests_total";
 /// Time from receiving a request to its response, by `route`, in seconds.
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "keywheel_http_request_duration_seconds";
 
+/// Build metadata of the binary, by `version`; the value is always 1.
+pub const BUILD_INFO: &str = "keywheel_build_info";
+
 /// Upper bounds (seconds) of the HTTP duration histogram. A put or get
 /// on loopback typically takes well under a millisecond, and the slowest
 /// responses are bounded by the call timeout (5 s by default).
 pub const HTTP_DURATION_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
+];
+
+/// Upper bounds (seconds) of any histogram without bounds of its own. The
+/// exporter would otherwise render it as a summary, which Prometheus cannot
+/// aggregate across instances nor feed to `histogram_quantile`.
+pub const FALLBACK_SECONDS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
 /// How often buffered histogram samples are folded into their buckets.
@@ -59,10 +75,11 @@ pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
     }
 
     let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
+        .set_buckets(FALLBACK_SECONDS_BUCKETS)
+        .and_then(|builder| builder.set_buckets_for_metric(
             Matcher::Full(crate::metrics::PERFORM_LATENESS_SECONDS.to_string()),
             crate::metrics::LATENESS_BUCKETS,
-        )
+        ))
         .and_then(|builder| {
             builder.set_buckets_for_metric(
                 Matcher::Full(HTTP_REQUEST_DURATION_SECONDS.to_string()),
@@ -74,6 +91,7 @@ pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
         .context("failed to install the Prometheus recorder; another metrics recorder is already installed in this process")?;
 
     describe();
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     spawn_upkeep(handle.clone())?;
     let _ = HANDLE.set(handle.clone());
     Ok(handle)
@@ -96,6 +114,10 @@ fn spawn_upkeep(handle: PrometheusHandle) -> anyhow::Result<()> {
 fn describe() {
     crate::metrics::describe();
     super::watchdog::describe();
+    describe_gauge!(
+        BUILD_INFO,
+        "Build metadata of the keywheel binary, by version; always 1."
+    );
     describe_counter!(HTTP_REQUESTS_TOTAL, "HTTP requests, by route and status.");
     describe_histogram!(
         HTTP_REQUEST_DURATION_SECONDS,

@@ -144,7 +144,7 @@ impl<H: Handler> Shard<H> {
         }
         if let Phase::Terminating(drain) = &mut self.phase {
             if let Some(reply) = drain.reply.take() {
-                let _ = reply.send(drain.report.clone());
+                let _ = reply.send(drain.report);
             }
         }
         true

@@ -86,10 +86,10 @@ pub(crate) struct ShardShared {
     pub(crate) due_waiting: AtomicUsize,
     /// Entries removed (deleted, replaced, halted, moved) while a job of
     /// theirs was on the pool, as (slot, generation). A job may wait in the
-    /// pool's queue long after its entry was removed, and `del` promises
-    /// that no perform starts after it returns, so workers skip these jobs.
-    /// The shard adds an entry when it detaches it and drops it when the
-    /// job comes back.
+    /// pool's queue long after its entry was removed. `del` promises that no
+    /// perform starts after it returns, so workers skip these jobs. The
+    /// shard adds an entry when it detaches it and drops it when the job
+    /// comes back.
     revoked: Mutex<HashSet<(u32, u32)>>,
     /// The size of `revoked`, so workers skip the lock while it is empty.
     revoked_len: AtomicUsize,

@@ -121,15 +121,17 @@ impl Timers {
     }
 
     /// Returns true when the active queue is old enough to be replaced but
-    /// the queue it replaced still holds timers, so no fresh queue can start.
+    /// the queue it replaced still contains timers, so no fresh queue can
+    /// start.
     ///
-    /// In real time this never happens: every timer of the retiring queue is
-    /// due at least 35 days before the active queue needs renewal. It happens
-    /// when the monotonic clock jumps ahead by more than that (a paused test
-    /// clock moved by `tokio::time::advance`) and the shard has not yet
-    /// drained the overdue timers. Inserting into the old active queue then
-    /// could pass its wheel's horizon and panic, so the shard first moves the
-    /// retiring timers out with [`take_retiring`](Timers::take_retiring).
+    /// Every timer of the retiring queue is due at least 35 days before the
+    /// active queue needs renewal, so a shard that keeps up with its timers
+    /// never gets here. A monotonic clock that jumps ahead by more than that
+    /// does, for example a paused test clock moved by `tokio::time::advance`,
+    /// while the shard has not yet drained the overdue timers. An insert into
+    /// the old active queue could then pass its wheel's horizon and panic,
+    /// so the shard first moves the retiring timers out with
+    /// [`take_retiring`](Timers::take_retiring).
     pub(crate) fn renewal_blocked(&self, now: Instant) -> bool {
         now.saturating_duration_since(self.active.created) >= QUEUE_MAX_AGE
             && self.retiring.as_ref().is_some_and(|q| !q.delays.is_empty())

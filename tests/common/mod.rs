@@ -1,7 +1,7 @@
 //! A recording handler and helpers shared by the engine tests.
 //!
 //! [`Recorder`] logs every callback (time since the log was created, id,
-//! payload, event) into a [`Log`]; tests script what each callback does with
+//! payload, event) into a [`Log`]. Tests script what each callback does with
 //! closures that return a [`Step`]. Payloads are strings, so a test can read
 //! from the log which value a callback saw.
 
@@ -23,9 +23,9 @@ pub type Id = u64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Init,
-    /// A perform started; the record holds the payload it received.
+    /// A perform started. The record's payload is the one the perform received.
     Perform,
-    /// A perform finished its work; the record holds the payload it leaves.
+    /// A perform finished its work. The record's payload is the one it leaves.
     PerformEnd,
     Call,
     CallEnd,
@@ -38,8 +38,8 @@ pub enum Event {
 }
 
 impl Event {
-    /// True for the start of a callback that holds the payload (`init` runs
-    /// inside the callback that follows it, so it is not one).
+    /// Returns true for the start of a callback that owns the payload. `init`
+    /// runs inside the callback that follows it, so it does not count.
     fn starts_callback(&self) -> bool {
         matches!(self, Event::Perform | Event::Call | Event::Cast(_))
     }
