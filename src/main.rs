@@ -63,9 +63,10 @@ fn serve(args: &ServeArgs) -> ExitCode {
 }
 
 fn demo(args: DemoArgs) -> ExitCode {
-    // Warnings only by default: the demo prints its own progress, and the
-    // server's start and stop lines would interleave with it.
-    if let Err(error) = init_logging(LogFormat::Text, LevelFilter::WARN) {
+    // Errors only by default (RUST_LOG overrides): the demo prints its own
+    // progress bars and summary, and the server's overdue warnings, one a
+    // second by design, would break the bars.
+    if let Err(error) = init_logging(LogFormat::Text, LevelFilter::ERROR) {
         eprintln!("error: {error:#}");
         return ExitCode::FAILURE;
     }
