@@ -149,6 +149,15 @@ impl<H: Handler> ManagerBuilder<H> {
         self
     }
 
+    /// Turns on routed calls ([`Manager::call_routed`]): a consistent-hash
+    /// ring over the current ids, kept up to date by the shards (default
+    /// off). Each id costs about 2.5 KiB more, so use it for pools of up to
+    /// some thousands of ids.
+    pub fn routing(mut self, enabled: bool) -> Self {
+        self.config.routing = enabled;
+        self
+    }
+
     /// Adds entries loaded at start with `put_new` semantics; `ready()`
     /// resolves once they are in.
     pub fn initial_entries(

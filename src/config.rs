@@ -37,6 +37,7 @@ pub(crate) struct Config {
     pub(crate) stagger: bool,
     pub(crate) seed: u64,
     pub(crate) gauge_interval: Duration,
+    pub(crate) routing: bool,
 }
 
 /// Default shard count. On a 2-core machine a prototype of this design
@@ -78,6 +79,7 @@ impl Default for Config {
             stagger: true,
             seed: 0x6b65_7977_6865_656c,
             gauge_interval: Duration::from_secs(1),
+            routing: false,
         }
     }
 }

@@ -22,6 +22,7 @@ pub enum OptionsError {
 
 /// Why an operation on a manager failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// No entry has this id.
     #[error("entry not found: no entry has id {id}")]
@@ -54,6 +55,12 @@ pub enum Error {
         /// The shard whose queue is full.
         shard: usize,
     },
+    /// `call_routed` on a manager built without routing.
+    #[error("routed calls are off: build the manager with ManagerBuilder::routing(true)")]
+    RoutingOff,
+    /// `call_routed` found no entry to route to.
+    #[error("no entry to route to: the manager has no entries")]
+    NoRoute,
     /// The options of a `put` are invalid.
     #[error(transparent)]
     InvalidOptions(#[from] OptionsError),

@@ -46,6 +46,7 @@ struct Gauges {
     queued: Gauge,
     workers: Gauge,
     due_not_started: Gauge,
+    oldest_overdue: Gauge,
 }
 
 impl Gauges {
@@ -68,20 +69,27 @@ impl Gauges {
             queued: metrics::gauge!(names::POOL_QUEUED, labels()),
             workers: metrics::gauge!(names::POOL_WORKERS, labels()),
             due_not_started: metrics::gauge!(names::DUE_NOT_STARTED, labels()),
+            oldest_overdue: metrics::gauge!(names::OLDEST_OVERDUE_SECONDS, labels()),
         }
     }
 
     fn refresh<H: Handler>(&self, inner: &Inner<H>) {
+        let now = tokio::time::Instant::now();
         let mut total = 0;
         let mut due = 0;
+        let mut oldest = std::time::Duration::ZERO;
         for (shared, gauge) in inner.shared.iter().zip(&self.shard_entries) {
             let entries = shared.entries.load(Ordering::Relaxed);
             total += entries;
             due += shared.due_waiting.load(Ordering::Relaxed);
+            if let Some(oldest_due) = shared.oldest_due() {
+                oldest = oldest.max(now.saturating_duration_since(oldest_due));
+            }
             gauge.set(entries as f64);
         }
         self.entries.set(total as f64);
         self.due_not_started.set(due as f64);
+        self.oldest_overdue.set(oldest.as_secs_f64());
         self.busy
             .set(inner.load.busy.load(Ordering::Relaxed) as f64);
         self.queued

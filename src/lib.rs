@@ -63,6 +63,7 @@ mod manager;
 pub mod metrics;
 mod options;
 mod pool;
+mod routing;
 #[cfg(feature = "server")]
 pub mod server;
 mod shard;
@@ -74,4 +75,5 @@ pub use error::{ConfigError, Error, OptionsError, PutError};
 pub use handler::{Handler, Outcome, OutcomeKind, TerminateReason};
 pub use id::Id;
 pub use manager::{BulkPut, Manager, PutResult, ShutdownReport, Snapshot, State};
+pub use routing::POINTS_PER_ID;
 pub use options::{Cadence, EntryOptions, FirstRun, Interval, MAX_INTERVAL, TICK};

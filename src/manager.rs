@@ -14,6 +14,7 @@ use crate::error::{Error, PutError};
 use crate::handler::{Handler, OutcomeKind};
 use crate::options::{Cadence, EntryOptions, Interval};
 use crate::pool::{run_worker, Batch, PoolLoad, WorkerContext};
+use crate::routing::Ring;
 use crate::shard::{Command, PutMode, Shard, ShardContext, ShardShared, BULK_SLICE};
 use crate::stats::ManagerStats;
 use crate::Id;
@@ -154,6 +155,7 @@ pub(crate) struct Inner<H: Handler> {
     cancel: CancellationToken,
     cancel_terminate: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    ring: Option<Arc<Ring<H::Id>>>,
     report: tokio::sync::Mutex<Option<ShutdownReport>>,
 }
 
@@ -219,6 +221,7 @@ impl<H: Handler> Manager<H> {
         let shared: Vec<Arc<ShardShared>> = (0..config.shards)
             .map(|_| Arc::new(ShardShared::default()))
             .collect();
+        let ring = config.routing.then(|| Arc::new(Ring::new()));
         let peers: Arc<[mpsc::WeakSender<Command<H>>]> =
             senders.iter().map(|tx| tx.downgrade()).collect();
 
@@ -247,6 +250,7 @@ impl<H: Handler> Manager<H> {
                 pool: pool_tx.clone(),
                 load: load.clone(),
                 peers: peers.clone(),
+                ring: ring.clone(),
                 shared: shared[index].clone(),
                 stats: stats.clone(),
                 hasher: hasher.clone(),
@@ -267,6 +271,7 @@ impl<H: Handler> Manager<H> {
                 cancel,
                 cancel_terminate,
                 tasks: Mutex::new(tasks),
+                ring,
                 report: tokio::sync::Mutex::new(None),
             }),
         };
@@ -592,6 +597,35 @@ impl<H: Handler> Manager<H> {
                 })
             }
         }
+    }
+
+    /// Runs a `call` on the entry that owns `routing_key` on the routing
+    /// ring (a consistent hash over the current ids): the same key keeps
+    /// reaching the same entry while the ids stay the same, and adding or
+    /// removing one id moves only about 1/n of the keys.
+    ///
+    /// Needs [`ManagerBuilder::routing`](crate::ManagerBuilder::routing).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RoutingOff`] without routing, [`Error::NoRoute`] with no
+    /// entries, and the errors of [`call`](Manager::call). If the chosen
+    /// entry is removed between the lookup and the call, the result is
+    /// [`Error::NotFound`]; retry to reach the key's new owner.
+    pub async fn call_routed<K: Id>(
+        &self,
+        routing_key: &K,
+        request: H::Request,
+    ) -> Result<H::Reply, Error> {
+        let ring = self.inner.ring.as_ref().ok_or(Error::RoutingOff)?;
+        let id = ring.owner(routing_key).ok_or(Error::NoRoute)?;
+        self.call(&id, request).await
+    }
+
+    /// Returns the id that owns `routing_key` on the routing ring, or `None`
+    /// when routing is off or the manager has no entries.
+    pub fn route(&self, routing_key: &impl Id) -> Option<H::Id> {
+        self.inner.ring.as_ref()?.owner(routing_key)
     }
 
     /// Sends a message to the entry's `cast`, FIFO with its calls. Returns

@@ -187,9 +187,9 @@ async fn run_batch<H: Handler>(ctx: &WorkerContext<H>, batch: Batch<H>, stats: &
     while let Some(job) = jobs.pop_front() {
         ctx.load.queued.fetch_sub(1, Ordering::Relaxed);
         if matches!(job, Job::Perform { .. }) {
-            ctx.shards[shard]
-                .due_waiting
-                .fetch_sub(1, Ordering::Relaxed);
+            let shared = &ctx.shards[shard];
+            shared.due_waiting.fetch_sub(1, Ordering::Relaxed);
+            shared.performs_taken.fetch_add(1, Ordering::Release);
         }
         let job = match check_start(&ctx.shards[shard], job, now) {
             Ok(job) => job,

@@ -80,7 +80,9 @@ impl ApiError {
             Error::Timeout { .. } | Error::Overloaded { .. } | Error::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Error::Panicked { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Panicked { .. } | Error::RoutingOff | Error::NoRoute => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         };
         if status.is_server_error() {
             tracing::warn!(id, %error, "request failed in the manager");

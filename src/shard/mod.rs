@@ -44,7 +44,7 @@ pub(crate) mod timers;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -95,6 +95,19 @@ pub(crate) struct ShardShared {
     revoked_len: AtomicUsize,
     /// Set when shutdown begins: workers start no more performs.
     pub(crate) draining: AtomicBool,
+    /// Due times of the performs handed to the pool, in hand-over order,
+    /// for the age of the oldest one not started.
+    dues: Mutex<HandedDues>,
+    /// Performs of this shard that workers have taken (started or skipped).
+    pub(crate) performs_taken: AtomicU64,
+}
+
+/// Due times of handed-over performs, oldest first.
+#[derive(Default)]
+struct HandedDues {
+    dues: VecDeque<Instant>,
+    /// How many dues have been dropped from the front so far.
+    dropped: u64,
 }
 
 impl ShardShared {
@@ -115,6 +128,33 @@ impl ShardShared {
         if revoked.remove(&(slot, generation)) {
             self.revoked_len.fetch_sub(1, Ordering::Release);
         }
+    }
+
+    /// Records the due times of performs just handed to the pool.
+    fn hand_over(&self, dues: impl Iterator<Item = Instant>) {
+        let mut handed = self.dues.lock().unwrap_or_else(|e| e.into_inner());
+        handed.dues.extend(dues);
+        self.drop_taken(&mut handed);
+    }
+
+    fn drop_taken(&self, handed: &mut HandedDues) {
+        let taken = self.performs_taken.load(Ordering::Acquire);
+        while handed.dropped < taken && handed.dues.pop_front().is_some() {
+            handed.dropped += 1;
+        }
+    }
+
+    /// Returns the due time of the oldest handed-over perform that no
+    /// worker has taken yet.
+    ///
+    /// NOTE: this assumes workers take performs in hand-over order, which
+    /// holds except when a callback waits and the rest of its batch moves to
+    /// another worker; performs waiting behind a call of their entry are not
+    /// counted.
+    pub(crate) fn oldest_due(&self) -> Option<Instant> {
+        let mut handed = self.dues.lock().unwrap_or_else(|e| e.into_inner());
+        self.drop_taken(&mut handed);
+        handed.dues.front().copied()
     }
 
     /// Returns true if the entry of this job was removed after the job was queued.
@@ -141,6 +181,8 @@ pub(crate) struct ShardContext<H: Handler> {
     pub(crate) shared: Arc<ShardShared>,
     pub(crate) stats: Arc<ManagerStats>,
     pub(crate) hasher: hashbrown::DefaultHashBuilder,
+    /// The routing ring, when routed calls are on.
+    pub(crate) ring: Option<Arc<crate::routing::Ring<H::Id>>>,
 }
 
 pub(crate) struct Shard<H: Handler> {
@@ -284,6 +326,12 @@ impl<H: Handler> Shard<H> {
                 .load
                 .queued
                 .fetch_add(jobs.len(), Ordering::Relaxed);
+            self.ctx
+                .shared
+                .hand_over(jobs.iter().filter_map(|job| match job {
+                    Job::Perform { due, .. } => Some(*due),
+                    _ => None,
+                }));
             let batch = Batch {
                 shard: self.ctx.index,
                 jobs,

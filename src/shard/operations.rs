@@ -108,6 +108,9 @@ impl<H: Handler> Shard<H> {
         let slot = self.slab.insert(entry) as u32;
         self.index
             .insert(&self.slab, &self.slab[slot as usize].id, slot);
+        if let (Some(ring), None) = (&self.ctx.ring, existing) {
+            ring.add(&self.slab[slot as usize].id);
+        }
 
         if let Some(first_due) = self.first_due(&options, now) {
             self.arm(slot, first_due, now);
@@ -191,6 +194,9 @@ impl<H: Handler> Shard<H> {
     pub(super) fn remove(&mut self, slot: u32, reason: TerminateReason) {
         let entry = &self.slab[slot as usize];
         self.index.remove(&self.slab, &entry.id);
+        if let Some(ring) = &self.ctx.ring {
+            ring.remove(&entry.id);
+        }
 
         let entry = &mut self.slab[slot as usize];
         if let Some(key) = entry.disarm() {
