@@ -5,13 +5,42 @@
 //! lookup costs a registry search per event), and the per-perform figures
 //! are added up in each worker and handed over in bulk (see `stats`).
 //!
-//! Histogram samples: an exporter such as metrics-exporter-prometheus keeps
-//! every recorded sample until its upkeep runs. Workers therefore never
-//! record one sample per perform; they keep a count and a sum per bucket and
-//! record each bucket's mean with its count (`record_many`). With the same
-//! bucket bounds configured in the exporter (the binary does this), the
-//! exported bucket counts and sum are exact, and the number of samples
-//! buffered is bounded by buckets × flushes, not by performs.
+//! Names start with `keywheel_`, counters end in `_total`, and durations are
+//! histograms in seconds. Labels come from small fixed sets (`manager`,
+//! `outcome`, `result`, `reason`, `callback`, `shard`), and an id is never a
+//! label. [`describe`] registers a description for every name here.
+//!
+//! # Histogram samples and upkeep
+//!
+//! An exporter such as metrics-exporter-prometheus (0.18) buffers every
+//! recorded histogram sample until its upkeep folds the buffer into the
+//! buckets. Upkeep runs on a render (a scrape) and whenever the program
+//! asks for it, so with no scrapes and no upkeep the buffer only grows.
+//!
+//! The library keeps that buffer small: workers never record one sample
+//! per perform. They keep a count and a sum per lateness bucket and, on
+//! each flush (every 100 ms while busy, and before waiting for work),
+//! record each bucket's mean with its count (`record_many`). With [`LATENESS_BUCKETS`] configured as the exporter's
+//! bounds for [`PERFORM_LATENESS_SECONDS`], the exported bucket counts and
+//! sum are exact, and the samples buffered grow with buckets × workers ×
+//! flushes, not with performs.
+//!
+//! The program that installs the recorder owns its upkeep:
+//!
+//! - `keywheel serve` installs the recorder once per process and runs
+//!   upkeep every 5 s on a thread of its own, scraped or not.
+//! - A program that embeds the library and installs
+//!   `PrometheusBuilder::install()` (the exporter's own HTTP listener) gets
+//!   the exporter's upkeep task, every 5 s by default.
+//! - A program that uses `install_recorder()` or `build_recorder()` and
+//!   serves `render()` itself must call `PrometheusHandle::run_upkeep()` on
+//!   a timer. Nothing else does it.
+//! - With any other recorder, its own rules for buffering apply.
+//!
+//! Configure explicit buckets for [`PERFORM_LATENESS_SECONDS`] in the
+//! exporter (`set_buckets_for_metric`); without them
+//! metrics-exporter-prometheus renders a histogram as a summary, which
+//! cannot be aggregated across instances or shown as a heatmap.
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
@@ -19,21 +48,21 @@ use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 pub const PERFORMS_TOTAL: &str = "keywheel_performs_total";
 /// Start of a perform minus its due time, in seconds.
 pub const PERFORM_LATENESS_SECONDS: &str = "keywheel_perform_lateness_seconds";
-/// Calls by result (`result`: ok, not_found, timeout, panicked, shutting_down, overloaded).
+/// Calls by result (`result`: ok, not_found, timeout, panicked, shutting_down).
 pub const CALLS_TOTAL: &str = "keywheel_calls_total";
-/// Casts by result (`result`: ok, not_found, panicked, shutting_down, overloaded).
+/// Casts by result (`result`: ok, not_found, panicked, shutting_down).
 pub const CASTS_TOTAL: &str = "keywheel_casts_total";
 /// Puts by result (`result`: inserted, replaced, exists).
 pub const PUTS_TOTAL: &str = "keywheel_puts_total";
 /// Deletes of existing entries.
 pub const DELETES_TOTAL: &str = "keywheel_deletes_total";
-/// Panics caught in callbacks (`callback`: perform, call, cast, init, terminate).
+/// Panics caught in callbacks (`callback`: perform, call, cast, terminate).
 pub const PANICS_TOTAL: &str = "keywheel_panics_total";
 /// `terminate` callbacks run, by `reason`.
 pub const TERMINATES_TOTAL: &str = "keywheel_terminates_total";
 /// Performs that ran longer than the overrun factor times their interval.
 pub const OVERRUNS_TOTAL: &str = "keywheel_overruns_total";
-/// Inputs rejected by validation (`reason`: interval, first_run, jitter, ...).
+/// Inputs rejected by validation (`reason`: interval, first_run, jitter).
 pub const REJECTED_TOTAL: &str = "keywheel_rejected_total";
 /// Rescheduled intervals clamped into range.
 pub const CLAMPED_INTERVALS_TOTAL: &str = "keywheel_clamped_intervals_total";
@@ -49,6 +78,8 @@ pub const POOL_QUEUED: &str = "keywheel_pool_queued";
 pub const POOL_WORKERS: &str = "keywheel_pool_workers";
 /// Performs that are due and not started.
 pub const DUE_NOT_STARTED: &str = "keywheel_due_not_started";
+/// How long the oldest due, not started perform has been waiting, in seconds.
+pub const OLDEST_OVERDUE_SECONDS: &str = "keywheel_oldest_overdue_seconds";
 
 /// Upper bounds (seconds) of the lateness histogram. The floor of lateness
 /// is about 1–2 ms (the wheel's 1 ms tick, rounded up), so the buckets start
@@ -91,4 +122,9 @@ pub fn describe() {
     );
     describe_gauge!(POOL_WORKERS, "Size of the worker pool.");
     describe_gauge!(DUE_NOT_STARTED, "Performs that are due and not started.");
+    describe_gauge!(
+        OLDEST_OVERDUE_SECONDS,
+        Unit::Seconds,
+        "How long the oldest due, not started perform has been waiting."
+    );
 }

@@ -26,7 +26,7 @@ pub const HTTP_REQUESTS_TOTAL: &str = "keywheel_http_requests_total";
 /// Time from receiving a request to its response, by `route`, in seconds.
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "keywheel_http_request_duration_seconds";
 
-/// Build metadata of the binary, by `version`; the value is always 1.
+/// Build metadata of the binary, by `version`. The value is always 1.
 pub const BUILD_INFO: &str = "keywheel_build_info";
 
 /// Upper bounds (seconds) of the HTTP duration histogram. A put or get
