@@ -57,12 +57,12 @@ const CATALOGUE: &[(&str, &str, &[&str])] = &[
     (
         "keywheel_http_requests_total",
         "counter",
-        &["route", "status"],
+        &["route", "method", "status"],
     ),
     (
         "keywheel_http_request_duration_seconds",
         "histogram",
-        &["route"],
+        &["route", "method", "status"],
     ),
     (
         "keywheel_watchdog_registered_total",
@@ -274,6 +274,9 @@ fn label_value_problems(scrape: &Scrape) -> Vec<String> {
             let bounded = match label.as_str() {
                 "status" => value.len() == 3 && value.bytes().all(|b| b.is_ascii_digit()),
                 "shard" => value.parse::<u32>().is_ok(),
+                "method" => {
+                    ["GET", "PUT", "POST", "DELETE", "HEAD", "other"].contains(&value.as_str())
+                }
                 _ => true,
             };
             if !bounded {

@@ -223,8 +223,8 @@ async fn metrics_show_help_and_routes() {
         "# HELP keywheel_watchdog_completed_total",
         "# HELP keywheel_watchdog_expired_total",
         "# HELP keywheel_http_requests_total",
-        "keywheel_http_requests_total{route=\"/v1/keys/{id}\",status=\"201\"}",
-        "keywheel_http_request_duration_seconds_bucket{route=\"/v1/keys/{id}\",le=\"0.001\"}",
+        "keywheel_http_requests_total{route=\"/v1/keys/{id}\",method=\"PUT\",status=\"201\"}",
+        "keywheel_http_request_duration_seconds_bucket{route=\"/v1/keys/{id}\",method=\"PUT\",status=\"201\",le=\"0.001\"}",
         "keywheel_watchdog_registered_total{manager=\"watchdog\"}",
     ] {
         assert!(text.contains(expected), "/metrics lacks {expected:?}");
@@ -260,7 +260,9 @@ async fn unknown_route_and_method_are_json() {
 
     let metrics = server.send(Method::GET, "/metrics", None).await.text;
     assert!(
-        metrics.contains("keywheel_http_requests_total{route=\"unmatched\",status=\"404\"}"),
+        metrics.contains(
+            "keywheel_http_requests_total{route=\"unmatched\",method=\"GET\",status=\"404\"}"
+        ),
         "unmatched requests are counted under one label"
     );
 

@@ -118,15 +118,18 @@ fn describe() {
         BUILD_INFO,
         "Build metadata of the keywheel binary, by version; always 1."
     );
-    describe_counter!(HTTP_REQUESTS_TOTAL, "HTTP requests, by route and status.");
+    describe_counter!(
+        HTTP_REQUESTS_TOTAL,
+        "HTTP requests, by route, method and status."
+    );
     describe_histogram!(
         HTTP_REQUEST_DURATION_SECONDS,
         Unit::Seconds,
-        "Time from receiving an HTTP request to its response, by route."
+        "Time from receiving an HTTP request to its response, by route, method and status."
     );
 }
 
-/// Counts and times every request by route template and status, and
+/// Counts and times every request by route template, method and status, and
 /// returns 503 when its handling exceeds the request timeout.
 pub(crate) async fn observe(
     State(state): State<AppState>,
@@ -134,6 +137,7 @@ pub(crate) async fn observe(
     next: Next,
 ) -> Response {
     let started = Instant::now();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -158,8 +162,26 @@ pub(crate) async fn observe(
     };
 
     let status = response.status().as_u16().to_string();
-    metrics::counter!(HTTP_REQUESTS_TOTAL, "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, "route" => route).record(started.elapsed());
+    let labels = [
+        ("route", route),
+        ("method", method.to_string()),
+        ("status", status),
+    ];
+    metrics::counter!(HTTP_REQUESTS_TOTAL, &labels).increment(1);
+    metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, &labels).record(started.elapsed());
     response
+}
+
+/// Returns the `method` label: the methods the API serves, or `other`, so
+/// a client cannot add label values.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        _ => "other",
+    }
 }
