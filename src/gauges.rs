@@ -35,6 +35,7 @@ pub(crate) fn spawn<H: Handler>(inner: Weak<Inner<H>>) {
                 return;
             }
             gauges.refresh(&inner);
+            inner.stats.publish_lateness();
         }
     });
 }

@@ -868,6 +868,9 @@ impl<H: Handler> Manager<H> {
         for task in tasks {
             let _ = task.await;
         }
+        // The workers have flushed their tallies; hand the last lateness
+        // samples to the metrics recorder.
+        self.inner.stats.publish_lateness();
         self.inner.state.send_replace(State::Stopped);
         tracing::debug!(manager = %self.inner.config.name, ?report, "manager stopped");
 

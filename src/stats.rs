@@ -91,6 +91,9 @@ pub(crate) struct ManagerStats {
     lateness: Mutex<Histogram<u64>>,
     performs: AtomicU64,
     lateness_metric: MetricHistogram,
+    /// Count and sum (nanoseconds) of lateness per bucket since the last
+    /// [`publish_lateness`](ManagerStats::publish_lateness).
+    lateness_buckets: Vec<(AtomicU64, AtomicU64)>,
     performs_by_outcome: [Counter; 5],
     calls_by_result: [Counter; 3],
     casts_by_result: [Counter; 3],
@@ -114,6 +117,9 @@ impl ManagerStats {
                 names::PERFORM_LATENESS_SECONDS,
                 vec![Label::new("manager", manager.to_string())]
             ),
+            lateness_buckets: (0..=names::LATENESS_BUCKETS.len())
+                .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+                .collect(),
             performs_by_outcome: OutcomeKind::ALL.map(|kind| {
                 metrics::counter!(names::PERFORMS_TOTAL, label("outcome", kind.as_str()))
             }),
@@ -126,6 +132,24 @@ impl ManagerStats {
             }),
             terminates_by_reason: TERMINATE_REASONS
                 .map(|reason| metrics::counter!(names::TERMINATES_TOTAL, label("reason", reason))),
+        }
+    }
+
+    /// Records the lateness gathered since the last call into the metrics
+    /// histogram: one sample per non-empty bucket, the bucket's mean with
+    /// its count. The gauge task calls this once per gauge interval, so the
+    /// recorder receives at most 16 samples per interval however many
+    /// performs ran.
+    pub(crate) fn publish_lateness(&self) {
+        for (count, sum_nanos) in &self.lateness_buckets {
+            let count = count.swap(0, Ordering::Relaxed);
+            let sum_nanos = sum_nanos.swap(0, Ordering::Relaxed);
+            if count > 0 {
+                // The mean of samples in (low, high] lies in (low, high], so
+                // the exporter files all of them in the same bucket.
+                let mean = sum_nanos as f64 / count as f64 / 1e9;
+                self.lateness_metric.record_many(mean, count as usize);
+            }
         }
     }
 
@@ -152,9 +176,9 @@ fn new_lateness_histogram() -> Histogram<u64> {
 pub(crate) struct WorkerStats {
     shared: Arc<ManagerStats>,
     lateness: Histogram<u64>,
-    /// Count and sum (seconds) of lateness samples per bucket; the last
+    /// Count and sum (nanoseconds) of lateness samples per bucket; the last
     /// element is the bucket above the highest bound.
-    buckets: Vec<(u64, f64)>,
+    buckets: Vec<(u64, u64)>,
     performs: [u64; 5],
     calls: [u64; 3],
     casts: [u64; 3],
@@ -169,7 +193,7 @@ impl WorkerStats {
         WorkerStats {
             shared,
             lateness: new_lateness_histogram(),
-            buckets: vec![(0, 0.0); names::LATENESS_BUCKETS.len() + 1],
+            buckets: vec![(0, 0); names::LATENESS_BUCKETS.len() + 1],
             performs: [0; 5],
             calls: [0; 3],
             casts: [0; 3],
@@ -187,9 +211,9 @@ impl WorkerStats {
 
         let seconds = lateness.as_secs_f64();
         let bucket = names::LATENESS_BUCKETS.partition_point(|&bound| bound < seconds);
-        let (count, sum) = &mut self.buckets[bucket];
+        let (count, sum_nanos) = &mut self.buckets[bucket];
         *count += 1;
-        *sum += seconds;
+        *sum_nanos += u64::try_from(lateness.as_nanos()).unwrap_or(u64::MAX);
         self.dirty = true;
     }
 
@@ -271,15 +295,12 @@ impl WorkerStats {
         }
         self.lateness.reset();
 
-        for (count, sum) in self.buckets.iter_mut() {
+        for ((count, sum_nanos), (shared_count, shared_sum)) in
+            self.buckets.iter_mut().zip(&self.shared.lateness_buckets)
+        {
             if *count > 0 {
-                // The mean of samples in (low, high] lies in (low, high], so
-                // the exporter files all of them in the same bucket.
-                self.shared
-                    .lateness_metric
-                    .record_many(*sum / *count as f64, *count as usize);
-                *count = 0;
-                *sum = 0.0;
+                shared_count.fetch_add(std::mem::take(count), Ordering::Relaxed);
+                shared_sum.fetch_add(std::mem::take(sum_nanos), Ordering::Relaxed);
             }
         }
 
