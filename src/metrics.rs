@@ -28,14 +28,14 @@
 //!
 //! NOTE: metrics-exporter-prometheus 0.18 implements `record_many` as one
 //! stored sample per count, so its buffer still grows with the perform rate
-//! until the next upkeep (about 24 bytes per perform: 240 MB at 2 million
-//! performs per second with a 5 s upkeep). Exporting the bucket counts
+//! until the next upkeep (about 24 bytes per perform: 48 MB at 2 million
+//! performs per second with the binary's 1 s upkeep). Exporting the bucket counts
 //! without that buffer needs a recorder that stores counts, not samples.
 //!
 //! The program that installs the recorder owns its upkeep:
 //!
 //! - `keywheel serve` installs the recorder once per process and runs
-//!   upkeep every 5 s on a thread of its own, scraped or not.
+//!   upkeep every second on a thread of its own, scraped or not.
 //! - A program that embeds the library and installs
 //!   `PrometheusBuilder::install()` (the exporter's own HTTP listener) gets
 //!   the exporter's upkeep task, every 5 s by default.

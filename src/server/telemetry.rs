@@ -45,9 +45,11 @@ pub const FALLBACK_SECONDS_BUCKETS: &[f64] = &[
 ];
 
 /// How often buffered histogram samples are folded into their buckets.
-/// The exporter keeps every sample until then, so memory grows with the
-/// request rate times this period.
-const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+/// The exporter keeps every sample until then (about 24 bytes each, and a
+/// manager hands over one per perform, once a second), so memory grows with
+/// the perform rate times this period: 1 s keeps it near 48 MB at 2 million
+/// performs per second. Folding costs a few nanoseconds per sample.
+const UPKEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The `route` label of requests that matched no route. Raw paths never
 /// become labels, since each distinct value would be a new series.
