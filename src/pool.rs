@@ -180,8 +180,10 @@ async fn run_batch<H: Handler>(ctx: &WorkerContext<H>, batch: Batch<H>, stats: &
     let mut jobs = batch.jobs;
     let mut done = Vec::with_capacity(jobs.len());
 
-    // One clock read per batch, and one more after every callback that
-    // waited: jobs that finish on their first poll take microseconds.
+    // One clock read per job: the end of one callback is the start of the
+    // next. A callback that never waits can still run for long (busy work),
+    // and both its fixed-delay due time and the next job's lateness depend
+    // on when it really ended.
     let mut now = Instant::now();
 
     while let Some(job) = jobs.pop_front() {
@@ -199,9 +201,7 @@ async fn run_batch<H: Handler>(ctx: &WorkerContext<H>, batch: Batch<H>, stats: &
             }
         };
         let started = now;
-        let mut waited = false;
         let finished = run_job(ctx, job, now, stats, &mut || {
-            waited = true;
             // The callback has to wait: let other workers take the rest.
             if !jobs.is_empty() {
                 let rest = Batch {
@@ -214,9 +214,7 @@ async fn run_batch<H: Handler>(ctx: &WorkerContext<H>, batch: Batch<H>, stats: &
             }
         })
         .await;
-        if waited {
-            now = Instant::now();
-        }
+        now = Instant::now();
         if let Some(finished) = finished {
             done.push(finished.into_done(started, now));
         } else {

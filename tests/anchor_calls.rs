@@ -18,7 +18,6 @@ fn every_ms(millis: u64) -> EntryOptions {
 /// perform runs first, and the call replies the payload it left. This runs
 /// on a real multi-thread runtime, where the timer wheel's 1 ms tick is real.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "engine bug: the immediate first perform waits for the timer wheel's next 1 ms tick, while a call sent right after the put is served at once, so the call runs first"]
 async fn immediate_first_perform_precedes_call() {
     let log = Log::new();
     let recorder = Recorder::new(&log).perform(|_, payload| {

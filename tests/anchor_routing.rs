@@ -167,7 +167,6 @@ async fn routing_off_or_empty_is_error() {
 
 /// An entry replaced by `put` is still the same id, so it keeps its keys.
 #[tokio::test(start_paused = true)]
-#[ignore = "engine bug: a put that replaces an entry removes its id from the routing ring and does not add it back"]
 async fn replacing_put_keeps_routes() {
     let log = Log::new();
     let manager = pool(&log).await;

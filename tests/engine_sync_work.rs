@@ -56,7 +56,6 @@ impl Handler for Busy {
 /// previous one ended, also when the perform never waited: 30 ms of work
 /// at a 100 ms interval gives 130 ms from start to start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "engine bug: a callback that finishes on its first poll is stamped as ending when its batch started, so the next due time ignores its work"]
 async fn fixed_delay_counts_busy_work() {
     let (handler, starts) = Busy::new(Duration::from_millis(30));
     let manager = Manager::builder(handler).build().unwrap();
@@ -86,7 +85,6 @@ async fn fixed_delay_counts_busy_work() {
 /// A perform that works 150 ms at a 100 ms interval overruns the default
 /// factor of 1.1 and is counted in `keywheel_overruns_total`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "engine bug: a callback that finishes on its first poll is measured as taking no time, so a busy perform is never counted as an overrun"]
 async fn busy_overrun_is_counted() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
@@ -125,7 +123,6 @@ async fn busy_overrun_is_counted() {
 /// One worker runs 100 performs that fell due together, 1 ms of work each:
 /// the last one starts about 100 ms late, and the lateness figures show it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "engine bug: every job of a batch is stamped with the batch's start time, so the lateness of later jobs is under-reported"]
 async fn lateness_counts_wait_behind_busy_batch() {
     let (handler, starts) = Busy::new(Duration::from_millis(1));
     let manager = Manager::builder(handler)

@@ -108,12 +108,20 @@ impl<H: Handler> Shard<H> {
         let slot = self.slab.insert(entry) as u32;
         self.index
             .insert(&self.slab, &self.slab[slot as usize].id, slot);
-        if let (Some(ring), None) = (&self.ctx.ring, existing) {
+        // Also after a replace: removing the old entry took the id off the ring.
+        if let Some(ring) = &self.ctx.ring {
             ring.add(&self.slab[slot as usize].id);
         }
 
-        if let Some(first_due) = self.first_due(&options, now) {
-            self.arm(slot, first_due, now);
+        match self.first_due(&options, now) {
+            // Due now: start the perform at once, so it runs before any
+            // call or cast sent after this put (they queue behind it).
+            Some(first_due) if first_due <= now => {
+                self.ctx.shared.due_waiting.fetch_add(1, Ordering::Relaxed);
+                self.dispatch(slot, Waiter::Perform { due: first_due }, now);
+            }
+            Some(first_due) => self.arm(slot, first_due, now),
+            None => {}
         }
         self.publish_len();
 
