@@ -20,6 +20,43 @@ use crate::stats::ManagerStats;
 use crate::Id;
 
 /// The result of a `put`.
+///
+/// # Example
+///
+/// ```
+/// # use keywheel::{Handler, Outcome};
+/// # struct Counter;
+/// # impl Handler for Counter {
+/// #     type Id = u64;
+/// #     type Payload = u64;
+/// #     type Request = ();
+/// #     type Reply = u64;
+/// #     type Message = u64;
+/// #     async fn perform(&self, _id: &u64, count: &mut u64) -> Outcome<u64> {
+/// #         *count += 1;
+/// #         Outcome::Continue
+/// #     }
+/// #     async fn call(&self, _id: &u64, count: &mut u64, _request: ()) -> (u64, Outcome<u64>) {
+/// #         (*count, Outcome::Continue)
+/// #     }
+/// #     async fn cast(&self, _id: &u64, count: &mut u64, add: u64) -> Outcome<u64> {
+/// #         *count += add;
+/// #         Outcome::Continue
+/// #     }
+/// # }
+/// use keywheel::{EntryOptions, Manager, PutResult};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let manager = Manager::builder(Counter).build()?;
+/// let options = EntryOptions::never();
+///
+/// assert_eq!(manager.put(1, 0, options).await?, PutResult::Inserted);
+/// assert_eq!(manager.put(1, 0, options).await?, PutResult::Replaced);
+/// assert_eq!(manager.put_new(1, 0, options).await?, PutResult::Exists);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutResult {
     /// The id was new.
@@ -30,46 +67,144 @@ pub enum PutResult {
     Exists,
 }
 
-/// A copy of one entry, as `get` returns it.
+/// A copy of one entry, as [`Manager::get`] returns it.
+///
+/// # Example
+///
+/// ```
+/// # use keywheel::{Handler, Outcome};
+/// # struct Counter;
+/// # impl Handler for Counter {
+/// #     type Id = u64;
+/// #     type Payload = u64;
+/// #     type Request = ();
+/// #     type Reply = u64;
+/// #     type Message = u64;
+/// #     async fn perform(&self, _id: &u64, count: &mut u64) -> Outcome<u64> {
+/// #         *count += 1;
+/// #         Outcome::Continue
+/// #     }
+/// #     async fn call(&self, _id: &u64, count: &mut u64, _request: ()) -> (u64, Outcome<u64>) {
+/// #         (*count, Outcome::Continue)
+/// #     }
+/// #     async fn cast(&self, _id: &u64, count: &mut u64, add: u64) -> Outcome<u64> {
+/// #         *count += add;
+/// #         Outcome::Continue
+/// #     }
+/// # }
+/// use keywheel::{EntryOptions, Interval, Manager, OutcomeKind};
+/// use std::time::Duration;
+/// use tokio::time::Instant;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let manager = Manager::builder(Counter).build()?;
+/// manager.put(1, 0, EntryOptions::every(Duration::from_secs(1))).await?;
+/// tokio::time::sleep(Duration::from_millis(2500)).await;
+///
+/// let snapshot = manager.get(&1).await?.expect("the entry exists");
+/// assert_eq!(snapshot.payload, 2);
+/// assert_eq!(snapshot.performs, 2);
+/// assert_eq!(snapshot.last_outcome, Some(OutcomeKind::Continue));
+/// assert_eq!(snapshot.interval, Interval::Every(Duration::from_secs(1)));
+/// let next_due = snapshot.next_due.expect("a perform is scheduled");
+/// assert_eq!(next_due - Instant::now(), Duration::from_millis(500));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Snapshot<P> {
     /// A clone of the payload, taken after the entry's in-flight callback.
     pub payload: P,
-    /// The current interval (after any `Reschedule`).
+    /// The current interval, as stored: rounded up to the 1 ms
+    /// [`TICK`](crate::TICK), and changed by any
+    /// [`Outcome::Reschedule`](crate::Outcome::Reschedule).
     pub interval: Interval,
-    /// When the next perform is due; `None` if no perform is scheduled.
+    /// When the next perform is due, on tokio's clock.
+    ///
+    /// `None` when no perform is scheduled (an [`Interval::Never`] entry
+    /// after its first run, if any), and for the moment between a timer
+    /// firing and its perform starting.
     pub next_due: Option<Instant>,
-    /// How many performs have finished.
+    /// How many performs of this entry have finished, including those that
+    /// panicked. The shard counts in 32 bits, so the count stops at
+    /// `u32::MAX`.
     pub performs: u64,
-    /// The outcome of the last perform, if any ran.
+    /// The outcome of the last perform, if any ran; calls and casts do not
+    /// change it.
     pub last_outcome: Option<OutcomeKind>,
     /// The cadence of the entry.
     pub cadence: Cadence,
 }
 
-/// The life of a manager.
+/// The life of a manager: `Starting` → `Ready` → `Draining` → `Stopped`.
+///
+/// # Example
+///
+/// ```
+/// # use keywheel::{Handler, Outcome};
+/// # struct Counter;
+/// # impl Handler for Counter {
+/// #     type Id = u64;
+/// #     type Payload = u64;
+/// #     type Request = ();
+/// #     type Reply = u64;
+/// #     type Message = u64;
+/// #     async fn perform(&self, _id: &u64, count: &mut u64) -> Outcome<u64> {
+/// #         *count += 1;
+/// #         Outcome::Continue
+/// #     }
+/// #     async fn call(&self, _id: &u64, count: &mut u64, _request: ()) -> (u64, Outcome<u64>) {
+/// #         (*count, Outcome::Continue)
+/// #     }
+/// #     async fn cast(&self, _id: &u64, count: &mut u64, add: u64) -> Outcome<u64> {
+/// #         *count += add;
+/// #         Outcome::Continue
+/// #     }
+/// # }
+/// use keywheel::{Manager, State};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let manager = Manager::builder(Counter).build()?;
+/// manager.ready().await;
+/// assert_eq!(manager.state(), State::Ready);
+///
+/// manager.shutdown(Duration::from_secs(1)).await;
+/// assert_eq!(manager.state(), State::Stopped);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
-    /// Loading initial entries.
+    /// Loading initial entries. Operations are accepted already.
     Starting,
-    /// Serving.
+    /// The initial entries are loaded.
     Ready,
-    /// `shutdown` began: no new performs or operations.
+    /// [`Manager::shutdown`] began: no new performs or operations.
     Draining,
-    /// Every task has ended.
+    /// Every task of the manager has ended.
     Stopped,
 }
 
-/// What `shutdown` did.
+/// What [`Manager::shutdown`] did, added up over the shards.
+///
+/// [`Manager::shutdown`](Manager::shutdown) shows one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ShutdownReport {
-    /// Callbacks running when shutdown began.
+    /// Callbacks that were running, or already handed to the worker pool,
+    /// when shutdown began: `completed + cancelled`. Performs that had not
+    /// started are dropped and not counted.
     pub in_flight: usize,
     /// Callbacks that finished within the grace period.
     pub completed: usize,
     /// Callbacks cancelled when the grace period ended.
     pub cancelled: usize,
-    /// `terminate` callbacks run (for `Shutdown` and for removals still pending).
+    /// `terminate` callbacks that ended during the shutdown: one per entry
+    /// with reason `Shutdown` (unless turned off), plus those still pending
+    /// from earlier removals. Those cancelled at the end of their own grace
+    /// period are counted too.
     pub terminated: usize,
 }
 
@@ -77,11 +212,14 @@ pub struct ShutdownReport {
 pub(crate) type ShardReport = ShutdownReport;
 
 /// Counts of a bulk put.
+///
+/// [`Manager::put_many`](Manager::put_many) shows one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BulkPut {
     /// New ids.
     pub inserted: usize,
-    /// Ids whose entry was replaced.
+    /// Ids whose entry was replaced, including an id given twice in the
+    /// same call.
     pub replaced: usize,
 }
 
@@ -93,8 +231,13 @@ pub struct BulkPut {
 /// callbacks. Operations on one id are applied in the order a caller issued
 /// them, and each returned future resolves once the operation took effect.
 ///
-/// Dropping the last handle stops the manager's tasks without running
-/// `terminate`; call [`shutdown`](Manager::shutdown) for an orderly stop.
+/// Dropping the last handle stops the shards, and the workers once they
+/// have run the jobs already handed to them, without running `terminate`.
+/// Call [`shutdown`](Manager::shutdown) for an orderly stop.
+///
+/// Most method examples use a `Counter` handler like the one in
+/// [`Handler`]'s example: its payload counts performs, `call` returns the
+/// count and `cast` adds a number to it.
 ///
 /// # Example
 ///
@@ -184,6 +327,8 @@ enum Wait {
 
 impl<H: Handler> Manager<H> {
     /// Returns a builder for a manager over `handler`.
+    ///
+    /// [`ManagerBuilder`](ManagerBuilder#example) shows it.
     pub fn builder(handler: H) -> ManagerBuilder<H> {
         ManagerBuilder::new(handler)
     }
@@ -348,13 +493,55 @@ impl<H: Handler> Manager<H> {
     /// Inserts an entry, replacing any entry with the same id.
     ///
     /// A replaced entry's pending timer is cancelled, its `terminate` runs
-    /// once with reason `Replaced`, and the new entry starts a fresh schedule.
+    /// once with reason `Replaced`, and the new entry starts a fresh
+    /// schedule. If the old entry has a callback in flight, the new entry
+    /// takes its place at once and the old `terminate` runs when that
+    /// callback returns. Waits while the shard's command queue is full.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidOptions`] for an interval of zero or over
-    /// [`MAX_INTERVAL`](crate::MAX_INTERVAL) (nothing changes), or
-    /// [`Error::ShuttingDown`]. The payload comes back in the error.
+    /// [`MAX_INTERVAL`](crate::MAX_INTERVAL), or a first-run delay or jitter
+    /// over it; nothing changes. [`Error::ShuttingDown`] once shutdown has
+    /// begun. [`PutError`] says when the payload comes back.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use keywheel::{Handler, Outcome};
+    /// # struct Counter;
+    /// # impl Handler for Counter {
+    /// #     type Id = u64;
+    /// #     type Payload = u64;
+    /// #     type Request = ();
+    /// #     type Reply = u64;
+    /// #     type Message = u64;
+    /// #     async fn perform(&self, _id: &u64, count: &mut u64) -> Outcome<u64> {
+    /// #         *count += 1;
+    /// #         Outcome::Continue
+    /// #     }
+    /// #     async fn call(&self, _id: &u64, count: &mut u64, _request: ()) -> (u64, Outcome<u64>) {
+    /// #         (*count, Outcome::Continue)
+    /// #     }
+    /// #     async fn cast(&self, _id: &u64, count: &mut u64, add: u64) -> Outcome<u64> {
+    /// #         *count += add;
+    /// #         Outcome::Continue
+    /// #     }
+    /// # }
+    /// use keywheel::{EntryOptions, Manager, PutResult};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let manager = Manager::builder(Counter).build()?;
+    /// let every = EntryOptions::every(Duration::from_secs(60));
+    ///
+    /// assert_eq!(manager.put(1, 0, every).await?, PutResult::Inserted);
+    /// assert_eq!(manager.put(1, 40, every).await?, PutResult::Replaced);
+    /// assert_eq!(manager.call(&1, ()).await?, 40);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn put(
         &self,
         id: H::Id,
@@ -365,12 +552,49 @@ impl<H: Handler> Manager<H> {
             .await
     }
 
-    /// Inserts an entry only if the id is absent; otherwise changes nothing
-    /// and returns [`PutResult::Exists`].
+    /// Inserts an entry only if the id is absent; otherwise changes nothing,
+    /// runs no callback and returns [`PutResult::Exists`].
     ///
     /// # Errors
     ///
     /// As for [`put`](Manager::put).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use keywheel::{Handler, Outcome};
+    /// # struct Counter;
+    /// # impl Handler for Counter {
+    /// #     type Id = u64;
+    /// #     type Payload = u64;
+    /// #     type Request = ();
+    /// #     type Reply = u64;
+    /// #     type Message = u64;
+    /// #     async fn perform(&self, _id: &u64, count: &mut u64) -> Outcome<u64> {
+    /// #         *count += 1;
+    /// #         Outcome::Continue
+    /// #     }
+    /// #     async fn call(&self, _id: &u64, count: &mut u64, _request: ()) -> (u64, Outcome<u64>) {
+    /// #         (*count, Outcome::Continue)
+    /// #     }
+    /// #     async fn cast(&self, _id: &u64, count: &mut u64, add: u64) -> Outcome<u64> {
+    /// #         *count += add;
+    /// #         Outcome::Continue
+    /// #     }
+    /// # }
+    /// use keywheel::{EntryOptions, Manager, PutResult};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let manager = Manager::builder(Counter).build()?;
+    /// let options = EntryOptions::never();
+    ///
+    /// assert_eq!(manager.put_new(1, 0, options).await?, PutResult::Inserted);
+    /// assert_eq!(manager.put_new(1, 40, options).await?, PutResult::Exists);
+    /// assert_eq!(manager.call(&1, ()).await?, 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn put_new(
         &self,
         id: H::Id,
@@ -382,11 +606,55 @@ impl<H: Handler> Manager<H> {
     }
 
     /// Like [`put`](Manager::put), but returns [`Error::Overloaded`] instead
-    /// of waiting when the shard's queue is full.
+    /// of waiting when the shard's command queue is full.
     ///
     /// # Errors
     ///
-    /// As for `put`, plus `Overloaded`.
+    /// As for `put`, plus `Overloaded`, with the payload handed back.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use keywheel::{Handler, Outcome};
+    /// # struct Counter;
+    /// # impl Handler for Counter {
+    /// #     type Id = u64;
+    /// #     type Payload = u64;
+    /// #     type Request = ();
+    /// #     type Reply = u64;
+    /// #     type Message = u64;
+    /// #     async fn perform(&self, _id: &u64, count: &mut u64) -> Outcome<u64> {
+    /// #         *count += 1;
+    /// #         Outcome::Continue
+    /// #     }
+    /// #     async fn call(&self, _id: &u64, count: &mut u64, _request: ()) -> (u64, Outcome<u64>) {
+    /// #         (*count, Outcome::Continue)
+    /// #     }
+    /// #     async fn cast(&self, _id: &u64, count: &mut u64, add: u64) -> Outcome<u64> {
+    /// #         *count += add;
+    /// #         Outcome::Continue
+    /// #     }
+    /// # }
+    /// use keywheel::{EntryOptions, Manager, PutResult};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // One shard whose command queue holds one command.
+    /// let manager = Manager::builder(Counter).shards(1).command_capacity(1).build()?;
+    /// let options = EntryOptions::never();
+    ///
+    /// // Both puts are sent before the shard takes any: the second finds the queue full.
+    /// let (first, second) = tokio::join!(
+    ///     manager.try_put(1, 0, options),
+    ///     manager.try_put(2, 0, options),
+    /// );
+    /// assert_eq!(first?, PutResult::Inserted);
+    /// let failed = second.unwrap_err();
+    /// assert!(failed.error.is_overloaded());
+    /// assert_eq!(failed.payload, Some(0));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn try_put(
         &self,
         id: H::Id,
@@ -398,11 +666,14 @@ impl<H: Handler> Manager<H> {
     }
 
     /// Like [`put_new`](Manager::put_new), but returns
-    /// [`Error::Overloaded`] instead of waiting when the shard's queue is full.
+    /// [`Error::Overloaded`] instead of waiting when the shard's command
+    /// queue is full.
+    ///
+    /// [`try_put`](Manager::try_put) shows a full queue.
     ///
     /// # Errors
     ///
-    /// As for `put_new`, plus `Overloaded`.
+    /// As for `put_new`, plus `Overloaded`, with the payload handed back.
     pub async fn try_put_new(
         &self,
         id: H::Id,
@@ -458,18 +729,60 @@ impl<H: Handler> Manager<H> {
         }
     }
 
-    /// Returns a copy of the entry's payload and metadata, or `None`.
+    /// Returns a copy of the entry's payload and metadata, or `None` if no
+    /// entry has this id.
     ///
-    /// Ordered like a `call`: it waits for an in-flight callback of the id,
-    /// for at most the call timeout.
+    /// Ordered like a `call`: it waits for the entry's in-flight callback
+    /// and for the work queued before it, for at most the
+    /// [call timeout](crate::ManagerBuilder::call_timeout), so the snapshot
+    /// shows the effect of every operation the caller issued before.
+    /// [`Snapshot`](Snapshot#example) shows the metadata.
     ///
     /// # Errors
     ///
     /// [`Error::Timeout`] if the entry stays busy past the call timeout;
     /// [`Error::ShuttingDown`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use keywheel::{Handler, Outcome};
+    /// # struct Counter;
+    /// # impl Handler for Counter {
+    /// #     type Id = u64;
+    /// #     type Payload = u64;
+    /// #     type Request = ();
+    /// #     type Reply = u64;
+    /// #     type Message = u64;
+    /// #     async fn perform(&self, _id: &u64, count: &mut u64) -> Outcome<u64> {
+    /// #         *count += 1;
+    /// #         Outcome::Continue
+    /// #     }
+    /// #     async fn call(&self, _id: &u64, count: &mut u64, _request: ()) -> (u64, Outcome<u64>) {
+    /// #         (*count, Outcome::Continue)
+    /// #     }
+    /// #     async fn cast(&self, _id: &u64, count: &mut u64, add: u64) -> Outcome<u64> {
+    /// #         *count += add;
+    /// #         Outcome::Continue
+    /// #     }
+    /// # }
+    /// use keywheel::{EntryOptions, Manager};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let manager = Manager::builder(Counter).build()?;
+    /// manager.put(1, 0, EntryOptions::never()).await?;
+    /// manager.cast(&1, 5).await?;
+    ///
+    /// let snapshot = manager.get(&1).await?.expect("the entry exists");
+    /// assert_eq!(snapshot.payload, 5);
+    /// assert!(manager.get(&2).await?.is_none());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn get(&self, id: &H::Id) -> Result<Option<Snapshot<H::Payload>>, Error> {
         let issued = Instant::now();
-        let deadline = issued + self.inner.config.call_timeout;
+        let deadline = deadline_after(issued, self.inner.config.call_timeout);
         let shard = self.shard_of(id);
         let request = self.request(shard, Wait::Block, |reply| Command::Get {
             id: id.clone(),
@@ -486,9 +799,49 @@ impl<H: Handler> Manager<H> {
 
     /// Returns true if an entry has this id.
     ///
+    /// Unlike [`get`](Manager::get), it does not wait for the entry's
+    /// in-flight callback; operations the caller issued before it have taken
+    /// effect.
+    ///
     /// # Errors
     ///
     /// [`Error::ShuttingDown`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use keywheel::{Handler, Outcome};
+    /// # struct Counter;
+    /// # impl Handler for Counter {
+    /// #     type Id = u64;
+    /// #     type Payload = u64;
+    /// #     type Request = ();
+    /// #     type Reply = u64;
+    /// #     type Message = u64;
+    /// #     async fn perform(&self, _id: &u64, count: &mut u64) -> Outcome<u64> {
+    /// #         *count += 1;
+    /// #         Outcome::Continue
+    /// #     }
+    /// #     async fn call(&self, _id: &u64, count: &mut u64, _request: ()) -> (u64, Outcome<u64>) {
+    /// #         (*count, Outcome::Continue)
+    /// #     }
+    /// #     async fn cast(&self, _id: &u64, count: &mut u64, add: u64) -> Outcome<u64> {
+    /// #         *count += add;
+    /// #         Outcome::Continue
+    /// #     }
+    /// # }
+    /// use keywheel::{EntryOptions, Manager};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let manager = Manager::builder(Counter).build()?;
+    /// manager.put(1, 0, EntryOptions::never()).await?;
+    ///
+    /// assert!(manager.contains(&1).await?);
+    /// assert!(!manager.contains(&2).await?);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn contains(&self, id: &H::Id) -> Result<bool, Error> {
         let shard = self.shard_of(id);
         self.request(shard, Wait::Block, |reply| Command::Contains {
@@ -503,11 +856,52 @@ impl<H: Handler> Manager<H> {
     /// `terminate` runs once with reason `Deleted`. No perform starts after
     /// this returns. A callback already running may finish, but its outcome
     /// is discarded and never brings the entry back; `terminate` then runs
-    /// when it hands the payload back.
+    /// when it hands the payload back. Calls waiting for the entry get
+    /// [`Error::NotFound`], waiting gets return `None`, and casts not yet
+    /// run are dropped.
     ///
     /// # Errors
     ///
     /// [`Error::ShuttingDown`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use keywheel::{Handler, Outcome};
+    /// # struct Counter;
+    /// # impl Handler for Counter {
+    /// #     type Id = u64;
+    /// #     type Payload = u64;
+    /// #     type Request = ();
+    /// #     type Reply = u64;
+    /// #     type Message = u64;
+    /// #     async fn perform(&self, _id: &u64, count: &mut u64) -> Outcome<u64> {
+    /// #         *count += 1;
+    /// #         Outcome::Continue
+    /// #     }
+    /// #     async fn call(&self, _id: &u64, count: &mut u64, _request: ()) -> (u64, Outcome<u64>) {
+    /// #         (*count, Outcome::Continue)
+    /// #     }
+    /// #     async fn cast(&self, _id: &u64, count: &mut u64, add: u64) -> Outcome<u64> {
+    /// #         *count += add;
+    /// #         Outcome::Continue
+    /// #     }
+    /// # }
+    /// use keywheel::{EntryOptions, Manager};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let manager = Manager::builder(Counter).build()?;
+    /// manager.put(1, 0, EntryOptions::every(Duration::from_secs(1))).await?;
+    ///
+    /// assert!(manager.del(&1).await?);
+    /// assert!(!manager.del(&1).await?);
+    /// tokio::time::sleep(Duration::from_secs(5)).await;
+    /// assert_eq!(manager.performs(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn del(&self, id: &H::Id) -> Result<bool, Error> {
         let shard = self.shard_of(id);
         self.request(shard, Wait::Block, |reply| Command::Del {
@@ -518,7 +912,9 @@ impl<H: Handler> Manager<H> {
     }
 
     /// Like [`del`](Manager::del), but returns [`Error::Overloaded`] instead
-    /// of waiting when the shard's queue is full.
+    /// of waiting when the shard's command queue is full.
+    ///
+    /// [`try_put`](Manager::try_put) shows a full queue.
     ///
     /// # Errors
     ///
@@ -532,20 +928,68 @@ impl<H: Handler> Manager<H> {
         .await
     }
 
-    /// Runs the handler's `call` for the entry, serialized with its other
-    /// callbacks, with the manager's call timeout as deadline.
+    /// Runs the handler's [`call`](Handler::call) for the entry, serialized
+    /// with its other callbacks, and returns the reply.
+    ///
+    /// The deadline is the manager's
+    /// [call timeout](crate::ManagerBuilder::call_timeout) from now. A call
+    /// still queued at its deadline never runs. A call that has started
+    /// runs to the end even if the caller got `Timeout`, and its outcome
+    /// applies.
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`], [`Error::Timeout`] (the call did not start, or
-    /// did not finish, before the deadline; a call that had not started
-    /// never runs), [`Error::Panicked`], [`Error::ShuttingDown`].
+    /// [`Error::NotFound`] (also when the entry is removed before the call
+    /// starts), [`Error::Timeout`], [`Error::Panicked`] (the callback or the
+    /// `init` before it panicked), [`Error::ShuttingDown`] (also when the
+    /// call is cancelled at the end of the shutdown grace period).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use keywheel::{Handler, Outcome};
+    /// # struct Counter;
+    /// # impl Handler for Counter {
+    /// #     type Id = u64;
+    /// #     type Payload = u64;
+    /// #     type Request = ();
+    /// #     type Reply = u64;
+    /// #     type Message = u64;
+    /// #     async fn perform(&self, _id: &u64, count: &mut u64) -> Outcome<u64> {
+    /// #         *count += 1;
+    /// #         Outcome::Continue
+    /// #     }
+    /// #     async fn call(&self, _id: &u64, count: &mut u64, _request: ()) -> (u64, Outcome<u64>) {
+    /// #         (*count, Outcome::Continue)
+    /// #     }
+    /// #     async fn cast(&self, _id: &u64, count: &mut u64, add: u64) -> Outcome<u64> {
+    /// #         *count += add;
+    /// #         Outcome::Continue
+    /// #     }
+    /// # }
+    /// use keywheel::{EntryOptions, Manager};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let manager = Manager::builder(Counter).build()?;
+    /// manager.put(1, 0, EntryOptions::every(Duration::from_secs(1))).await?;
+    /// tokio::time::sleep(Duration::from_millis(3500)).await;
+    ///
+    /// assert_eq!(manager.call(&1, ()).await?, 3);
+    /// assert!(manager.call(&2, ()).await.unwrap_err().is_not_found());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn call(&self, id: &H::Id, request: H::Request) -> Result<H::Reply, Error> {
         self.call_with(id, request, self.inner.config.call_timeout, Wait::Block)
             .await
     }
 
-    /// Like [`call`](Manager::call) with an explicit timeout.
+    /// Like [`call`](Manager::call) with its own timeout instead of the
+    /// manager's.
+    ///
+    /// [`Error::is_timeout`](Error::is_timeout) shows it.
     ///
     /// # Errors
     ///
@@ -560,7 +1004,9 @@ impl<H: Handler> Manager<H> {
     }
 
     /// Like [`call`](Manager::call), but returns [`Error::Overloaded`]
-    /// instead of waiting when the shard's queue is full.
+    /// instead of waiting when the shard's command queue is full.
+    ///
+    /// [`try_put`](Manager::try_put) shows a full queue.
     ///
     /// # Errors
     ///
@@ -578,7 +1024,7 @@ impl<H: Handler> Manager<H> {
         wait: Wait,
     ) -> Result<H::Reply, Error> {
         let issued = Instant::now();
-        let deadline = issued + timeout;
+        let deadline = deadline_after(issued, timeout);
         let shard = self.shard_of(id);
         let call = self.request(shard, wait, |reply| Command::Call {
             id: id.clone(),
@@ -612,6 +1058,46 @@ impl<H: Handler> Manager<H> {
     /// entries, and the errors of [`call`](Manager::call). If the chosen
     /// entry is removed between the lookup and the call, the result is
     /// [`Error::NotFound`]; retry to reach the key's new owner.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use keywheel::{Handler, Outcome};
+    /// # struct Counter;
+    /// # impl Handler for Counter {
+    /// #     type Id = u64;
+    /// #     type Payload = u64;
+    /// #     type Request = ();
+    /// #     type Reply = u64;
+    /// #     type Message = u64;
+    /// #     async fn perform(&self, _id: &u64, count: &mut u64) -> Outcome<u64> {
+    /// #         *count += 1;
+    /// #         Outcome::Continue
+    /// #     }
+    /// #     async fn call(&self, _id: &u64, count: &mut u64, _request: ()) -> (u64, Outcome<u64>) {
+    /// #         (*count, Outcome::Continue)
+    /// #     }
+    /// #     async fn cast(&self, _id: &u64, count: &mut u64, add: u64) -> Outcome<u64> {
+    /// #         *count += add;
+    /// #         Outcome::Continue
+    /// #     }
+    /// # }
+    /// use keywheel::{EntryOptions, Manager};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let manager = Manager::builder(Counter).routing(true).build()?;
+    /// for id in 0..4 {
+    ///     manager.put(id, 0, EntryOptions::never()).await?;
+    /// }
+    ///
+    /// // Requests for one user always reach the same entry.
+    /// let owner = manager.route(&"user-42").expect("the ring has ids");
+    /// manager.cast(&owner, 7).await?;
+    /// assert_eq!(manager.call_routed(&"user-42", ()).await?, 7);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn call_routed<K: Id>(
         &self,
         routing_key: &K,
@@ -624,17 +1110,58 @@ impl<H: Handler> Manager<H> {
 
     /// Returns the id that owns `routing_key` on the routing ring, or `None`
     /// when routing is off or the manager has no entries.
+    ///
+    /// [`call_routed`](Manager::call_routed) shows it.
     pub fn route(&self, routing_key: &impl Id) -> Option<H::Id> {
         self.inner.ring.as_ref()?.owner(routing_key)
     }
 
-    /// Sends a message to the entry's `cast`, FIFO with its calls. Returns
-    /// once the shard has queued it; the message is dropped if the entry is
-    /// deleted before it runs.
+    /// Sends a message to the entry's [`cast`](Handler::cast), FIFO with its
+    /// calls.
+    ///
+    /// Returns once the shard has queued or started it, not when it has
+    /// run. The message is dropped if the entry is removed before it runs.
     ///
     /// # Errors
     ///
     /// [`Error::NotFound`], [`Error::ShuttingDown`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use keywheel::{Handler, Outcome};
+    /// # struct Counter;
+    /// # impl Handler for Counter {
+    /// #     type Id = u64;
+    /// #     type Payload = u64;
+    /// #     type Request = ();
+    /// #     type Reply = u64;
+    /// #     type Message = u64;
+    /// #     async fn perform(&self, _id: &u64, count: &mut u64) -> Outcome<u64> {
+    /// #         *count += 1;
+    /// #         Outcome::Continue
+    /// #     }
+    /// #     async fn call(&self, _id: &u64, count: &mut u64, _request: ()) -> (u64, Outcome<u64>) {
+    /// #         (*count, Outcome::Continue)
+    /// #     }
+    /// #     async fn cast(&self, _id: &u64, count: &mut u64, add: u64) -> Outcome<u64> {
+    /// #         *count += add;
+    /// #         Outcome::Continue
+    /// #     }
+    /// # }
+    /// use keywheel::{EntryOptions, Manager};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let manager = Manager::builder(Counter).build()?;
+    /// manager.put(1, 0, EntryOptions::never()).await?;
+    ///
+    /// manager.cast(&1, 2).await?;
+    /// manager.cast(&1, 3).await?;
+    /// assert_eq!(manager.call(&1, ()).await?, 5);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn cast(&self, id: &H::Id, message: H::Message) -> Result<(), Error> {
         let shard = self.shard_of(id);
         self.request(shard, Wait::Block, |reply| Command::Cast {
@@ -646,7 +1173,9 @@ impl<H: Handler> Manager<H> {
     }
 
     /// Like [`cast`](Manager::cast), but returns [`Error::Overloaded`]
-    /// instead of waiting when the shard's queue is full.
+    /// instead of waiting when the shard's command queue is full.
+    ///
+    /// [`try_put`](Manager::try_put) shows a full queue.
     ///
     /// # Errors
     ///
@@ -663,7 +1192,8 @@ impl<H: Handler> Manager<H> {
 
     /// Inserts many entries, replacing existing ones, without a round trip
     /// per id. Ids go to their shards in slices of at most 16,384, so no
-    /// shard stalls on one huge message.
+    /// shard stalls on one huge message. Of two entries with the same id,
+    /// the later one wins.
     ///
     /// Every entry's options are checked first; if one is invalid nothing
     /// is inserted.
@@ -671,7 +1201,48 @@ impl<H: Handler> Manager<H> {
     /// # Errors
     ///
     /// [`Error::InvalidOptions`] (naming the first bad entry's problem) or
-    /// [`Error::ShuttingDown`].
+    /// [`Error::ShuttingDown`]. If shutdown begins midway, the slices that
+    /// reached a shard before it stay inserted. Payloads are not handed back.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use keywheel::{Handler, Outcome};
+    /// # struct Counter;
+    /// # impl Handler for Counter {
+    /// #     type Id = u64;
+    /// #     type Payload = u64;
+    /// #     type Request = ();
+    /// #     type Reply = u64;
+    /// #     type Message = u64;
+    /// #     async fn perform(&self, _id: &u64, count: &mut u64) -> Outcome<u64> {
+    /// #         *count += 1;
+    /// #         Outcome::Continue
+    /// #     }
+    /// #     async fn call(&self, _id: &u64, count: &mut u64, _request: ()) -> (u64, Outcome<u64>) {
+    /// #         (*count, Outcome::Continue)
+    /// #     }
+    /// #     async fn cast(&self, _id: &u64, count: &mut u64, add: u64) -> Outcome<u64> {
+    /// #         *count += add;
+    /// #         Outcome::Continue
+    /// #     }
+    /// # }
+    /// use keywheel::{BulkPut, EntryOptions, Manager};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let manager = Manager::builder(Counter).build()?;
+    /// let every = EntryOptions::every(Duration::from_secs(60));
+    ///
+    /// let loaded = manager.put_many((0..1000).map(|id| (id, 0, every))).await?;
+    /// assert_eq!(loaded, BulkPut { inserted: 1000, replaced: 0 });
+    ///
+    /// let overlap = manager.put_many((990..1010).map(|id| (id, 0, every))).await?;
+    /// assert_eq!(overlap, BulkPut { inserted: 10, replaced: 10 });
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn put_many(
         &self,
         entries: impl IntoIterator<Item = (H::Id, H::Payload, EntryOptions)>,
@@ -726,11 +1297,49 @@ impl<H: Handler> Manager<H> {
         Ok(report)
     }
 
-    /// Removes many entries without a round trip per id; returns how many existed.
+    /// Removes many entries without a round trip per id; returns how many
+    /// existed. Each removal is like a [`del`](Manager::del).
     ///
     /// # Errors
     ///
-    /// [`Error::ShuttingDown`].
+    /// [`Error::ShuttingDown`]. If shutdown begins midway, the slices that
+    /// reached a shard before it stay removed.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use keywheel::{Handler, Outcome};
+    /// # struct Counter;
+    /// # impl Handler for Counter {
+    /// #     type Id = u64;
+    /// #     type Payload = u64;
+    /// #     type Request = ();
+    /// #     type Reply = u64;
+    /// #     type Message = u64;
+    /// #     async fn perform(&self, _id: &u64, count: &mut u64) -> Outcome<u64> {
+    /// #         *count += 1;
+    /// #         Outcome::Continue
+    /// #     }
+    /// #     async fn call(&self, _id: &u64, count: &mut u64, _request: ()) -> (u64, Outcome<u64>) {
+    /// #         (*count, Outcome::Continue)
+    /// #     }
+    /// #     async fn cast(&self, _id: &u64, count: &mut u64, add: u64) -> Outcome<u64> {
+    /// #         *count += add;
+    /// #         Outcome::Continue
+    /// #     }
+    /// # }
+    /// use keywheel::{EntryOptions, Manager};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let manager = Manager::builder(Counter).build()?;
+    /// manager.put_many((0..100).map(|id| (id, 0, EntryOptions::never()))).await?;
+    ///
+    /// assert_eq!(manager.del_many(50..150).await?, 50);
+    /// assert_eq!(manager.len(), 50);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn del_many(&self, ids: impl IntoIterator<Item = H::Id>) -> Result<usize, Error> {
         let shards = self.inner.shards.len();
         let mut per_shard: Vec<Vec<H::Id>> = (0..shards).map(|_| Vec::new()).collect();
@@ -761,6 +1370,42 @@ impl<H: Handler> Manager<H> {
 
     /// Returns the number of entries. Each shard publishes its count after
     /// every change, so a count read after an acknowledged put includes it.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use keywheel::{Handler, Outcome};
+    /// # struct Counter;
+    /// # impl Handler for Counter {
+    /// #     type Id = u64;
+    /// #     type Payload = u64;
+    /// #     type Request = ();
+    /// #     type Reply = u64;
+    /// #     type Message = u64;
+    /// #     async fn perform(&self, _id: &u64, count: &mut u64) -> Outcome<u64> {
+    /// #         *count += 1;
+    /// #         Outcome::Continue
+    /// #     }
+    /// #     async fn call(&self, _id: &u64, count: &mut u64, _request: ()) -> (u64, Outcome<u64>) {
+    /// #         (*count, Outcome::Continue)
+    /// #     }
+    /// #     async fn cast(&self, _id: &u64, count: &mut u64, add: u64) -> Outcome<u64> {
+    /// #         *count += add;
+    /// #         Outcome::Continue
+    /// #     }
+    /// # }
+    /// use keywheel::{EntryOptions, Manager};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let manager = Manager::builder(Counter).build()?;
+    /// assert!(manager.is_empty());
+    ///
+    /// manager.put(1, 0, EntryOptions::never()).await?;
+    /// assert_eq!(manager.len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn len(&self) -> usize {
         self.inner
             .shared
@@ -770,45 +1415,188 @@ impl<H: Handler> Manager<H> {
     }
 
     /// Returns true if the manager has no entries.
+    ///
+    /// [`len`](Manager::len) shows it.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Returns where the manager is in its life.
+    ///
+    /// [`State`](State#example) shows it.
     pub fn state(&self) -> State {
         *self.inner.state.borrow()
     }
 
     /// Waits until the initial entries are loaded (returns at once later on).
+    ///
+    /// [`ManagerBuilder::initial_entries`](crate::ManagerBuilder::initial_entries)
+    /// shows it.
     pub async fn ready(&self) {
         let mut state = self.inner.state.subscribe();
         let _ = state.wait_for(|state| *state != State::Starting).await;
     }
 
     /// Returns the manager's name, as in its metrics' `manager` label.
+    ///
+    /// [`ManagerBuilder`](ManagerBuilder#example) shows it.
     pub fn name(&self) -> &str {
         &self.inner.config.name
     }
 
-    /// Returns the lateness of every perform so far (start minus due time),
-    /// in microseconds. Workers publish at least every 100 ms.
+    /// Returns a copy of the lateness (start minus due time) of every
+    /// perform that has started, in microseconds, with three significant
+    /// digits.
+    ///
+    /// Workers add their figures every 100 ms while busy and whenever they
+    /// run out of work, so the histogram can lag behind by about that much.
+    /// The copy is about 200 KiB: read it for reports, not per operation.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use keywheel::{Handler, Outcome};
+    /// # struct Counter;
+    /// # impl Handler for Counter {
+    /// #     type Id = u64;
+    /// #     type Payload = u64;
+    /// #     type Request = ();
+    /// #     type Reply = u64;
+    /// #     type Message = u64;
+    /// #     async fn perform(&self, _id: &u64, count: &mut u64) -> Outcome<u64> {
+    /// #         *count += 1;
+    /// #         Outcome::Continue
+    /// #     }
+    /// #     async fn call(&self, _id: &u64, count: &mut u64, _request: ()) -> (u64, Outcome<u64>) {
+    /// #         (*count, Outcome::Continue)
+    /// #     }
+    /// #     async fn cast(&self, _id: &u64, count: &mut u64, add: u64) -> Outcome<u64> {
+    /// #         *count += add;
+    /// #         Outcome::Continue
+    /// #     }
+    /// # }
+    /// use keywheel::{EntryOptions, Manager};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let manager = Manager::builder(Counter).build()?;
+    /// manager.put(1, 0, EntryOptions::every(Duration::from_secs(1))).await?;
+    /// tokio::time::sleep(Duration::from_millis(3500)).await;
+    ///
+    /// let lateness = manager.lateness();
+    /// assert_eq!(lateness.len(), 3);
+    /// assert!(lateness.value_at_quantile(0.99) < 1_000, "under 1 ms late");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn lateness(&self) -> hdrhistogram::Histogram<u64> {
         self.inner.stats.lateness()
     }
 
-    /// Returns how many performs have finished (published at least every 100 ms).
+    /// Returns how many performs of all entries have returned an outcome or
+    /// panicked. Like [`lateness`](Manager::lateness), it can lag behind by
+    /// about 100 ms.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use keywheel::{Handler, Outcome};
+    /// # struct Counter;
+    /// # impl Handler for Counter {
+    /// #     type Id = u64;
+    /// #     type Payload = u64;
+    /// #     type Request = ();
+    /// #     type Reply = u64;
+    /// #     type Message = u64;
+    /// #     async fn perform(&self, _id: &u64, count: &mut u64) -> Outcome<u64> {
+    /// #         *count += 1;
+    /// #         Outcome::Continue
+    /// #     }
+    /// #     async fn call(&self, _id: &u64, count: &mut u64, _request: ()) -> (u64, Outcome<u64>) {
+    /// #         (*count, Outcome::Continue)
+    /// #     }
+    /// #     async fn cast(&self, _id: &u64, count: &mut u64, add: u64) -> Outcome<u64> {
+    /// #         *count += add;
+    /// #         Outcome::Continue
+    /// #     }
+    /// # }
+    /// use keywheel::{EntryOptions, Manager};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let manager = Manager::builder(Counter).build()?;
+    /// manager.put(1, 0, EntryOptions::every(Duration::from_secs(1))).await?;
+    /// manager.put(2, 0, EntryOptions::every(Duration::from_secs(2))).await?;
+    /// tokio::time::sleep(Duration::from_millis(4500)).await;
+    ///
+    /// assert_eq!(manager.performs(), 4 + 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn performs(&self) -> u64 {
         self.inner.stats.performs()
     }
 
-    /// Stops the manager.
+    /// Stops the manager and reports what it did.
     ///
-    /// No perform starts after this is called, and new operations fail with
-    /// [`Error::ShuttingDown`]. Callbacks already running get `grace` to
-    /// finish and are then cancelled (their futures dropped). Then
-    /// `terminate` runs once per entry with reason `Shutdown` (unless turned
-    /// off in the builder), with another `grace` to finish. Calling it again
-    /// waits for the first call and returns its report.
+    /// It first waits for the initial entries to be loaded. Then the state
+    /// becomes [`State::Draining`]: no perform starts from then on, and new
+    /// operations fail with [`Error::ShuttingDown`]. Calls and gets waiting
+    /// for a busy entry get `ShuttingDown`, and waiting casts are dropped.
+    /// Calls and casts already handed to the worker pool still run.
+    ///
+    /// Callbacks get `grace` to finish. Those still running then are
+    /// cancelled (their futures dropped), and their entries keep the payload
+    /// as it was. Then `terminate` runs once per entry with reason
+    /// `Shutdown`, unless
+    /// [`terminate_on_shutdown`](crate::ManagerBuilder::terminate_on_shutdown)
+    /// is off; `terminate` callbacks still running two grace periods after
+    /// the start are cancelled. Finally every task ends and the state
+    /// becomes [`State::Stopped`].
+    ///
+    /// Calling it again, from any handle, waits for the first call and
+    /// returns its report.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use keywheel::{EntryOptions, FirstRun, Handler, Manager, Outcome, ShutdownReport};
+    /// use std::time::Duration;
+    ///
+    /// struct Stuck;
+    ///
+    /// impl Handler for Stuck {
+    ///     type Id = u64;
+    ///     type Payload = ();
+    ///     type Request = ();
+    ///     type Reply = ();
+    ///     type Message = ();
+    ///
+    ///     async fn perform(&self, _id: &u64, _payload: &mut ()) -> Outcome<u64> {
+    ///         tokio::time::sleep(Duration::from_secs(3600)).await;
+    ///         Outcome::Continue
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let manager = Manager::builder(Stuck).build()?;
+    /// let every = EntryOptions::every(Duration::from_secs(60));
+    /// manager.put(1, (), every.first_run(FirstRun::Immediately)).await?;
+    /// manager.put(2, (), every).await?;
+    /// tokio::time::sleep(Duration::from_millis(10)).await;
+    ///
+    /// // The perform of entry 1 outlives the grace period.
+    /// let report = manager.shutdown(Duration::from_secs(1)).await;
+    /// assert_eq!(
+    ///     report,
+    ///     ShutdownReport { in_flight: 1, completed: 0, cancelled: 1, terminated: 2 }
+    /// );
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let mut report_slot = self.inner.report.lock().await;
         if let Some(report) = *report_slot {
@@ -877,4 +1665,11 @@ impl<H: Handler> Manager<H> {
         *report_slot = Some(report);
         report
     }
+}
+
+/// Returns `start + timeout`, capped at about 30 years ahead, so a timeout
+/// of `Duration::MAX` means "no deadline" instead of an overflow.
+fn deadline_after(start: Instant, timeout: Duration) -> Instant {
+    const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+    start + timeout.min(FAR_FUTURE)
 }
