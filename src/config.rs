@@ -2,12 +2,53 @@
 
 use std::time::Duration;
 
-/// What happens to an entry after one of its callbacks panics.
+/// The treatment of an entry after one of its callbacks panics.
+///
+/// A panic in `perform`, `call`, `cast` or `init` is caught by the worker,
+/// logged at `warn` with the id (at most one line per second per shard) and
+/// counted in `keywheel_panics_total`. The caller of a `call` gets
+/// [`Error::Panicked`](crate::Error::Panicked). Then the policy decides.
 ///
 /// Whatever the policy, an entry that panics more than
 /// [`ManagerBuilder::restart_limit`](crate::ManagerBuilder::restart_limit)
 /// times within the window is removed, with `terminate` reason
 /// [`Panicked`](crate::TerminateReason::Panicked).
+///
+/// # Example
+///
+/// ```
+/// use keywheel::{EntryOptions, Handler, Manager, Outcome, PanicPolicy};
+/// use std::time::Duration;
+///
+/// struct Flaky;
+///
+/// impl Handler for Flaky {
+///     type Id = u64;
+///     type Payload = u32; // performs so far
+///     type Request = ();
+///     type Reply = ();
+///     type Message = ();
+///
+///     async fn perform(&self, _id: &u64, runs: &mut u32) -> Outcome<u64> {
+///         *runs += 1;
+///         if *runs == 2 {
+///             panic!("the second run fails");
+///         }
+///         Outcome::Continue
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let manager = Manager::builder(Flaky).panic_policy(PanicPolicy::Resume).build()?;
+/// manager.put(1, 0, EntryOptions::every(Duration::from_secs(1))).await?;
+///
+/// tokio::time::sleep(Duration::from_millis(3500)).await;
+/// let snapshot = manager.get(&1).await?.expect("Resume keeps the entry");
+/// assert_eq!(snapshot.payload, 3);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PanicPolicy {
     /// Removes the entry; `terminate` runs with reason `Panicked` (the default).
@@ -15,7 +56,8 @@ pub enum PanicPolicy {
     Remove,
     /// Keeps the payload as the panic left it and continues the schedule.
     Resume,
-    /// Runs `init` on the payload again before the next callback, then continues.
+    /// Runs [`Handler::init`](crate::Handler::init) on the payload, as the
+    /// panic left it, before the next callback, then continues the schedule.
     Reinit,
 }
 
@@ -46,19 +88,64 @@ pub(crate) struct Config {
 /// cascade moves about 1/S of all keys in one step, so more shards make
 /// shorter stalls. Past 32 the gain is small and each shard costs a task
 /// and a few KiB.
+///
+/// [`ManagerBuilder::shards`](crate::ManagerBuilder::shards) changes it.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(keywheel::DEFAULT_SHARDS, 32);
+/// ```
 pub const DEFAULT_SHARDS: usize = 32;
 
-/// Most shards a manager accepts.
+/// The maximum shard count that
+/// [`ManagerBuilder::build`](crate::ManagerBuilder::build) accepts.
+///
+/// # Example
+///
+/// ```
+/// # use keywheel::{Handler, Outcome};
+/// # struct Noop;
+/// # impl Handler for Noop {
+/// #     type Id = u64;
+/// #     type Payload = ();
+/// #     type Request = ();
+/// #     type Reply = ();
+/// #     type Message = ();
+/// #     async fn perform(&self, _id: &u64, _payload: &mut ()) -> Outcome<u64> {
+/// #         Outcome::Continue
+/// #     }
+/// # }
+/// use keywheel::{Manager, MAX_SHARDS};
+///
+/// assert!(Manager::builder(Noop).shards(MAX_SHARDS + 1).build().is_err());
+/// ```
 pub const MAX_SHARDS: usize = 4096;
 
 /// Default worker pool size: callbacks that may wait (on I/O, say) at the
 /// same time. Callbacks that finish on their first poll cost a worker only
 /// microseconds, so the pool mostly matters for waiting callbacks.
+///
+/// [`ManagerBuilder::workers`](crate::ManagerBuilder::workers) changes it.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(keywheel::DEFAULT_WORKERS, 64);
+/// ```
 pub const DEFAULT_WORKERS: usize = 64;
 
-/// Most jobs in one hand-off from a shard to the pool. A prototype measured
-/// about twice the throughput with batches of 256 against one job at a time;
-/// larger batches gained nothing.
+/// Default maximum number of jobs in one hand-off from a shard to the pool.
+/// A prototype measured about twice the throughput with batches of 256
+/// against one job at a time; larger batches gained nothing.
+///
+/// [`ManagerBuilder::batch_size`](crate::ManagerBuilder::batch_size) changes it.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(keywheel::DEFAULT_BATCH_SIZE, 256);
+/// ```
 pub const DEFAULT_BATCH_SIZE: usize = 256;
 
 impl Default for Config {

@@ -14,7 +14,12 @@ use xxhash_rust::xxh3::xxh3_64;
 /// this trait exists instead of `std::hash::Hash`: std's hashers and the
 /// `Hash` impls of std types promise no stable output.
 ///
-/// The in-memory id index uses `Hash` with a per-process random seed, so a
+/// The built-in impls return xxh3-64 of the id's bytes: the little-endian
+/// bytes for integers, the UTF-8 bytes for `String`, `&'static str`,
+/// `Arc<str>` and `Box<str>` (so all four agree), and the bytes of a
+/// `Vec<u8>`.
+///
+/// The in-memory id index uses `Hash` with a randomly seeded hasher, so a
 /// client that picks ids cannot force collisions there.
 ///
 /// Ids are cloned once for every callback (the worker pool needs an owned
@@ -23,15 +28,30 @@ use xxhash_rust::xxh3::xxh3_64;
 ///
 /// # Example
 ///
+/// A newtype id hashes like the value it wraps:
+///
 /// ```
 /// use keywheel::Id;
 ///
-/// assert_eq!(42u64.stable_hash(), 42u64.stable_hash());
+/// #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// struct OrderId(u64);
+///
+/// impl Id for OrderId {
+///     fn stable_hash(&self) -> u64 {
+///         self.0.stable_hash()
+///     }
+/// }
+///
+/// assert_eq!(OrderId(42).stable_hash(), 42u64.stable_hash());
+/// assert_eq!("a".stable_hash(), String::from("a").stable_hash());
 /// assert_ne!("a".stable_hash(), "b".stable_hash());
 /// ```
 pub trait Id: Hash + Eq + Clone + Debug + Send + Sync + 'static {
     /// Returns a hash of the id that never changes between processes,
     /// platforms or releases.
+    ///
+    /// Equal ids must return equal hashes; otherwise they land on different
+    /// shards and become two entries.
     fn stable_hash(&self) -> u64;
 }
 

@@ -188,7 +188,7 @@ pub enum State {
     Stopped,
 }
 
-/// What [`Manager::shutdown`] did, added up over the shards.
+/// The counts of a [`Manager::shutdown`], added up over the shards.
 ///
 /// [`Manager::shutdown`](Manager::shutdown) shows one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -503,7 +503,7 @@ impl<H: Handler> Manager<H> {
     /// [`Error::InvalidOptions`] for an interval of zero or over
     /// [`MAX_INTERVAL`](crate::MAX_INTERVAL), or a first-run delay or jitter
     /// over it; nothing changes. [`Error::ShuttingDown`] once shutdown has
-    /// begun. [`PutError`] says when the payload comes back.
+    /// begun. [`PutError`] describes when the payload comes back.
     ///
     /// # Example
     ///
@@ -639,7 +639,7 @@ impl<H: Handler> Manager<H> {
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// // One shard whose command queue holds one command.
+    /// // One shard whose command queue has room for one command.
     /// let manager = Manager::builder(Counter).shards(1).command_capacity(1).build()?;
     /// let options = EntryOptions::never();
     ///
@@ -855,8 +855,8 @@ impl<H: Handler> Manager<H> {
     ///
     /// `terminate` runs once with reason `Deleted`. No perform starts after
     /// this returns. A callback already running may finish, but its outcome
-    /// is discarded and never brings the entry back; `terminate` then runs
-    /// when it hands the payload back. Calls waiting for the entry get
+    /// is discarded and never brings the entry back. `terminate` then runs
+    /// when that callback hands the payload back. Calls waiting for the entry get
     /// [`Error::NotFound`], waiting gets return `None`, and casts not yet
     /// run are dropped.
     ///

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::error::OptionsError;
 
-/// The longest interval, first-run delay or jitter that `put` accepts: 365 days.
+/// The maximum interval, first-run delay or jitter that `put` accepts: 365 days.
 ///
 /// The tokio-util wheel under each shard panics on a deadline more than
 /// 2^36 ms (about 795 days) after its queue was created. A shard starts a
@@ -12,47 +12,165 @@ use crate::error::OptionsError;
 /// set more than this maximum ahead (a first due time of `first_run` plus
 /// `jitter` is capped at it), so every deadline stays within 765 days of its
 /// queue's start.
+///
+/// # Example
+///
+/// ```
+/// use keywheel::{EntryOptions, MAX_INTERVAL};
+/// use std::time::Duration;
+///
+/// assert!(EntryOptions::every(MAX_INTERVAL).validate().is_ok());
+/// assert!(EntryOptions::every(MAX_INTERVAL + Duration::from_secs(1)).validate().is_err());
+/// ```
 pub const MAX_INTERVAL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
-/// The wheel's tick: intervals are rounded up to a whole number of these.
+/// The wheel's tick: 1 ms.
+///
+/// Timers fire with this resolution, and intervals are rounded up to a
+/// whole number of ticks. Intervals over 2^31 ms (about 24.8 days) are
+/// stored in whole seconds, so they are rounded up to the next second.
+///
+/// # Example
+///
+/// ```
+/// # use keywheel::{Handler, Outcome};
+/// # struct Noop;
+/// # impl Handler for Noop {
+/// #     type Id = u64;
+/// #     type Payload = ();
+/// #     type Request = ();
+/// #     type Reply = ();
+/// #     type Message = ();
+/// #     async fn perform(&self, _id: &u64, _payload: &mut ()) -> Outcome<u64> {
+/// #         Outcome::Continue
+/// #     }
+/// # }
+/// use keywheel::{EntryOptions, Interval, Manager, TICK};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let manager = Manager::builder(Noop).build()?;
+/// manager.put(1, (), EntryOptions::every(Duration::from_micros(1500))).await?;
+///
+/// let snapshot = manager.get(&1).await?.expect("the entry exists");
+/// assert_eq!(snapshot.interval, Interval::Every(2 * TICK));
+/// # Ok(())
+/// # }
+/// ```
 pub const TICK: Duration = Duration::from_millis(1);
 
 /// How often an entry performs.
+///
+/// # Example
+///
+/// ```
+/// use keywheel::{EntryOptions, Interval};
+/// use std::time::Duration;
+///
+/// let every = EntryOptions::every(Duration::from_secs(30));
+/// assert_eq!(every.interval, Interval::Every(Duration::from_secs(30)));
+/// assert_eq!(EntryOptions::never().interval, Interval::Never);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Interval {
-    /// Performs every given duration (rounded up to the 1 ms tick).
+    /// Performs every given duration (rounded up to the 1 ms [`TICK`]).
     Every(Duration),
     /// Never performs on its own: the entry only serves calls and casts
-    /// (and one perform if [`FirstRun::Immediately`] or [`FirstRun::After`] is set).
+    /// (and performs once if [`FirstRun::Immediately`] or [`FirstRun::After`] is set).
     Never,
 }
 
 /// When the first perform of a new entry is due.
+///
+/// The entry's [`jitter`](EntryOptions::jitter) is added to each of these.
+///
+/// # Example
+///
+/// ```
+/// use keywheel::{EntryOptions, FirstRun};
+/// use std::time::Duration;
+///
+/// // Performs at once, then every minute.
+/// let options = EntryOptions::every(Duration::from_secs(60)).first_run(FirstRun::Immediately);
+/// assert_eq!(options.first_run, FirstRun::Immediately);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FirstRun {
-    /// One interval after the `put` (the default).
+    /// One interval after the `put` (the default). An entry with
+    /// [`Interval::Never`] then never performs.
     #[default]
     AfterInterval,
     /// At once.
     Immediately,
-    /// The given duration after the `put`.
+    /// The given duration after the `put`, at most [`MAX_INTERVAL`].
     After(Duration),
 }
 
-/// How the due time after a perform is chosen.
+/// The rule that sets the due time after a perform.
+///
+/// Neither cadence ever runs missed performs in a burst. A `call` or `cast`
+/// never moves the schedule, unless it returns
+/// [`Outcome::Reschedule`](crate::Outcome::Reschedule), which moves a
+/// scheduled perform to the new interval from that moment.
+///
+/// # Example
+///
+/// A perform that takes 40 ms, every 100 ms, for about a second:
+///
+/// ```
+/// use keywheel::{Cadence, EntryOptions, Handler, Manager, Outcome};
+/// use std::time::Duration;
+///
+/// struct Slow;
+///
+/// impl Handler for Slow {
+///     type Id = u64;
+///     type Payload = ();
+///     type Request = ();
+///     type Reply = ();
+///     type Message = ();
+///
+///     async fn perform(&self, _id: &u64, _payload: &mut ()) -> Outcome<u64> {
+///         tokio::time::sleep(Duration::from_millis(40)).await;
+///         Outcome::Continue
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let every = EntryOptions::every(Duration::from_millis(100));
+/// let delay = Manager::builder(Slow).build()?;
+/// let rate = Manager::builder(Slow).build()?;
+/// delay.put(1, (), every.cadence(Cadence::FixedDelay)).await?;
+/// rate.put(1, (), every.cadence(Cadence::FixedRate)).await?;
+///
+/// tokio::time::sleep(Duration::from_millis(1050)).await;
+/// // Fixed delay: due at 100, 240, 380, ... ms (each perform's end plus 100 ms).
+/// assert_eq!(delay.performs(), 7);
+/// // Fixed rate: due at 100, 200, 300, ... ms.
+/// assert_eq!(rate.performs(), 10);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Cadence {
     /// The next due time is the end of the previous perform plus the
-    /// interval, so a late or slow perform never causes a burst (the default,
-    /// as in Tarearbol).
+    /// interval, so a late or slow perform pushes every later one back (the
+    /// default, as in Tarearbol).
     #[default]
     FixedDelay,
-    /// Due times stay on the grid `first due + k × interval`; slots missed
-    /// while a perform ran late are skipped, never run in a burst.
+    /// Due times stay on the grid `first due + k × interval`, where the
+    /// first due time includes any jitter. Slots missed while a perform ran
+    /// late are skipped: the next perform is due at the first grid point
+    /// not in the past.
     FixedRate,
 }
 
-/// The options of one entry.
+/// The options of one entry: its interval, first run, jitter and cadence.
+///
+/// [`Manager::put`](crate::Manager::put) checks them with
+/// [`validate`](EntryOptions::validate) and rejects invalid ones.
 ///
 /// # Example
 ///
@@ -72,15 +190,22 @@ pub struct EntryOptions {
     pub interval: Interval,
     /// When the first perform is due.
     pub first_run: FirstRun,
-    /// A random delay in `[0, jitter)` added to the first due time, so that
-    /// entries loaded together do not all fire together.
+    /// The upper bound of a random delay added to the first due time, so
+    /// that entries loaded together do not all fire together.
+    ///
+    /// The delay is a whole number of milliseconds in `[0, jitter)`, drawn
+    /// from a generator seeded by
+    /// [`ManagerBuilder::seed`](crate::ManagerBuilder::seed). Later due
+    /// times follow the cadence and get no jitter. The first due time,
+    /// jitter included, is at most [`MAX_INTERVAL`] after the `put`.
     pub jitter: Duration,
-    /// How later due times are chosen.
+    /// The rule for later due times.
     pub cadence: Cadence,
 }
 
 impl EntryOptions {
-    /// Options for an entry that performs every `interval`.
+    /// Returns options for an entry that performs every `interval`, first
+    /// one interval after the `put`, with no jitter and a fixed delay.
     pub fn every(interval: Duration) -> Self {
         EntryOptions {
             interval: Interval::Every(interval),
@@ -90,7 +215,10 @@ impl EntryOptions {
         }
     }
 
-    /// Options for an entry that only serves calls and casts.
+    /// Returns options for an entry that only serves calls and casts.
+    ///
+    /// With [`first_run`](EntryOptions::first_run) set to
+    /// [`FirstRun::Immediately`] or [`FirstRun::After`], it performs once.
     pub fn never() -> Self {
         EntryOptions {
             interval: Interval::Never,
@@ -104,7 +232,7 @@ impl EntryOptions {
         self
     }
 
-    /// Sets the jitter of the first due time.
+    /// Sets the [`jitter`](EntryOptions#structfield.jitter) of the first due time.
     pub fn jitter(mut self, jitter: Duration) -> Self {
         self.jitter = jitter;
         self
@@ -122,7 +250,19 @@ impl EntryOptions {
     ///
     /// [`OptionsError`] names the field, the value and the allowed range: an
     /// interval of zero or over [`MAX_INTERVAL`], or a first-run delay or
-    /// jitter over [`MAX_INTERVAL`].
+    /// jitter over [`MAX_INTERVAL`]. An interval under 1 ms is valid and
+    /// rounded up to 1 ms.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use keywheel::{EntryOptions, OptionsError};
+    /// use std::time::Duration;
+    ///
+    /// let zero = EntryOptions::every(Duration::ZERO);
+    /// assert_eq!(zero.validate(), Err(OptionsError::ZeroInterval));
+    /// assert!(EntryOptions::every(Duration::from_micros(1)).validate().is_ok());
+    /// ```
     pub fn validate(&self) -> Result<(), OptionsError> {
         if let Interval::Every(every) = self.interval {
             if every.is_zero() {

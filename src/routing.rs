@@ -7,8 +7,10 @@
 //!
 //! The ring is off unless [`ManagerBuilder::routing`](crate::ManagerBuilder::routing)
 //! turns it on; when it is off, shards skip its upkeep with one branch.
-//! Each id puts [`POINTS_PER_ID`] points on the ring, about 2.5 KiB per id,
-//! so routing suits pools of up to some thousands of ids, not millions.
+//! Each id puts [`POINTS_PER_ID`] points on the ring, each with its own
+//! clone of the id: about 1.8 KiB per `u64` id and 4 KiB per short
+//! `String` id, so routing suits pools of up to some thousands of ids, not
+//! millions.
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
@@ -17,8 +19,46 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::Id;
 
-/// Points per id. More points spread keys more evenly: with 64 points the
-/// busiest of 10 ids gets roughly 1.3 times its fair share of keys.
+/// Points each id puts on the routing ring of
+/// [`Manager::call_routed`](crate::Manager::call_routed).
+///
+/// More points spread keys more evenly and cost more memory. With 64
+/// points, the busiest of 10 ids got 1.1 to 1.3 times its fair share of
+/// 200,000 keys, over five sets of 10 consecutive `u64` ids.
+///
+/// # Example
+///
+/// ```
+/// # use keywheel::{Handler, Outcome};
+/// # struct Noop;
+/// # impl Handler for Noop {
+/// #     type Id = u64;
+/// #     type Payload = ();
+/// #     type Request = ();
+/// #     type Reply = ();
+/// #     type Message = ();
+/// #     async fn perform(&self, _id: &u64, _payload: &mut ()) -> Outcome<u64> {
+/// #         Outcome::Continue
+/// #     }
+/// # }
+/// use keywheel::{EntryOptions, Manager, POINTS_PER_ID};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// assert_eq!(POINTS_PER_ID, 64);
+///
+/// let manager = Manager::builder(Noop).routing(true).build()?;
+/// manager.put_many((0..10).map(|id| (id, (), EntryOptions::never()))).await?;
+///
+/// let mut keys_per_id = [0u32; 10];
+/// for key in 0..10_000u64 {
+///     let owner = manager.route(&key).expect("the ring has ids");
+///     keys_per_id[owner as usize] += 1;
+/// }
+/// assert!(keys_per_id.iter().all(|&keys| keys > 700 && keys < 1_400));
+/// # Ok(())
+/// # }
+/// ```
 pub const POINTS_PER_ID: u64 = 64;
 
 /// The ring: point → id. Shards add and remove ids; callers look up keys.
