@@ -62,10 +62,9 @@ pub enum Outcome<I> {
     ///
     /// After a perform, the next due time follows the entry's
     /// [`Cadence`](crate::Cadence) with the new interval. After a `call` or
-    /// `cast`, a perform that is already scheduled moves to the new interval
-    /// from now. An entry with no perform scheduled, such as one with
-    /// [`Interval::Never`](crate::Interval::Never), stores the new interval
-    /// but stays unscheduled.
+    /// `cast`, the next perform is due one new interval from now, also for
+    /// an entry that had no perform scheduled, such as one with
+    /// [`Interval::Never`](crate::Interval::Never): it becomes periodic.
     ///
     /// The duration is rounded up to the 1 ms [`TICK`](crate::TICK). A zero
     /// duration or one over [`MAX_INTERVAL`](crate::MAX_INTERVAL) is clamped

@@ -1033,16 +1033,15 @@ impl<H: Handler> Manager<H> {
             issued,
             reply,
         });
-        match tokio::time::timeout_at(deadline, call).await {
+        let result = match tokio::time::timeout_at(deadline, call).await {
             Ok(result) => result,
-            Err(_) => {
-                self.inner.stats.counters.calls_timed_out.increment(1);
-                Err(Error::Timeout {
-                    id: format!("{id:?}"),
-                    waited: issued.elapsed(),
-                })
-            }
-        }
+            Err(_) => Err(Error::Timeout {
+                id: format!("{id:?}"),
+                waited: issued.elapsed(),
+            }),
+        };
+        self.inner.stats.counters.count_call(&result);
+        result
     }
 
     /// Runs a `call` on the entry that owns `routing_key` on the routing
@@ -1164,12 +1163,15 @@ impl<H: Handler> Manager<H> {
     /// ```
     pub async fn cast(&self, id: &H::Id, message: H::Message) -> Result<(), Error> {
         let shard = self.shard_of(id);
-        self.request(shard, Wait::Block, |reply| Command::Cast {
-            id: id.clone(),
-            message,
-            reply,
-        })
-        .await
+        let result = self
+            .request(shard, Wait::Block, |reply| Command::Cast {
+                id: id.clone(),
+                message,
+                reply,
+            })
+            .await;
+        self.inner.stats.counters.count_cast(&result);
+        result
     }
 
     /// Like [`cast`](Manager::cast), but returns [`Error::Overloaded`]
@@ -1182,12 +1184,15 @@ impl<H: Handler> Manager<H> {
     /// As for `cast`, plus `Overloaded`.
     pub async fn try_cast(&self, id: &H::Id, message: H::Message) -> Result<(), Error> {
         let shard = self.shard_of(id);
-        self.request(shard, Wait::Try, |reply| Command::Cast {
-            id: id.clone(),
-            message,
-            reply,
-        })
-        .await
+        let result = self
+            .request(shard, Wait::Try, |reply| Command::Cast {
+                id: id.clone(),
+                message,
+                reply,
+            })
+            .await;
+        self.inner.stats.counters.count_cast(&result);
+        result
     }
 
     /// Inserts many entries, replacing existing ones, without a round trip

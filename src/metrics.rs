@@ -55,9 +55,12 @@ use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 pub const PERFORMS_TOTAL: &str = "keywheel_performs_total";
 /// Start of a perform minus its due time, in seconds.
 pub const PERFORM_LATENESS_SECONDS: &str = "keywheel_perform_lateness_seconds";
-/// Calls by result (`result`: ok, not_found, timeout, panicked, shutting_down).
+/// Calls by the result their caller got (`result`: ok, not_found, timeout,
+/// panicked, shutting_down, overloaded).
 pub const CALLS_TOTAL: &str = "keywheel_calls_total";
-/// Casts by result (`result`: ok, not_found, panicked, shutting_down).
+/// Casts by the result their caller got (`result`: ok, not_found,
+/// shutting_down, overloaded). A cast that panics later on the pool counts
+/// in [`PANICS_TOTAL`] with `callback="cast"`.
 pub const CASTS_TOTAL: &str = "keywheel_casts_total";
 /// Puts by result (`result`: inserted, replaced, exists).
 pub const PUTS_TOTAL: &str = "keywheel_puts_total";

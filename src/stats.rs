@@ -7,7 +7,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use metrics::{Counter, Histogram as MetricHistogram, Label};
 
-use crate::error::OptionsError;
+use crate::error::{Error, OptionsError};
 use crate::handler::OutcomeKind;
 use crate::metrics as names;
 use crate::pool::Ran;
@@ -19,8 +19,30 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Highest lateness the in-process histogram tracks: one hour, in microseconds.
 const LATENESS_MAX_MICROS: u64 = 3_600_000_000;
 
-const CALL_RESULTS: [&str; 3] = ["ok", "panicked", "shutting_down"];
-const CAST_RESULTS: [&str; 3] = ["ok", "panicked", "shutting_down"];
+/// Values of the `result` label of `keywheel_calls_total`.
+const CALL_RESULTS: [&str; 6] = [
+    "ok",
+    "not_found",
+    "timeout",
+    "panicked",
+    "shutting_down",
+    "overloaded",
+];
+/// Values of the `result` label of `keywheel_casts_total`.
+const CAST_RESULTS: [&str; 4] = ["ok", "not_found", "shutting_down", "overloaded"];
+
+/// Returns the index in [`CALL_RESULTS`] of a caller's result.
+fn result_index<T>(result: &Result<T, Error>) -> usize {
+    match result {
+        Ok(_) => 0,
+        Err(Error::NotFound { .. } | Error::NoRoute) => 1,
+        Err(Error::Timeout { .. }) => 2,
+        Err(Error::Panicked { .. }) => 3,
+        Err(Error::ShuttingDown) => 4,
+        Err(Error::Overloaded { .. }) => 5,
+        Err(Error::RoutingOff | Error::InvalidOptions(_)) => 4,
+    }
+}
 const PANIC_CALLBACKS: [&str; 4] = ["perform", "call", "cast", "terminate"];
 const TERMINATE_REASONS: [&str; 6] = [
     "deleted", "replaced", "halted", "moved", "panicked", "shutdown",
@@ -32,9 +54,10 @@ pub(crate) struct Counters {
     pub(crate) puts_replaced: Counter,
     pub(crate) puts_exists: Counter,
     pub(crate) deletes: Counter,
-    pub(crate) calls_not_found: Counter,
-    pub(crate) calls_timed_out: Counter,
-    pub(crate) casts_not_found: Counter,
+    /// Calls by their result as the caller saw it, indexed like [`CALL_RESULTS`].
+    calls: [Counter; 6],
+    /// Casts by their result as the caller saw it, indexed like [`CAST_RESULTS`].
+    casts: [Counter; 4],
     pub(crate) clamped: Counter,
     pub(crate) overruns: Counter,
     rejected_interval: Counter,
@@ -61,15 +84,32 @@ impl Counters {
             puts_replaced: labeled(names::PUTS_TOTAL, "result", "replaced"),
             puts_exists: labeled(names::PUTS_TOTAL, "result", "exists"),
             deletes: plain(names::DELETES_TOTAL),
-            calls_not_found: labeled(names::CALLS_TOTAL, "result", "not_found"),
-            calls_timed_out: labeled(names::CALLS_TOTAL, "result", "timeout"),
-            casts_not_found: labeled(names::CASTS_TOTAL, "result", "not_found"),
+            calls: CALL_RESULTS.map(|result| labeled(names::CALLS_TOTAL, "result", result)),
+            casts: CAST_RESULTS.map(|result| labeled(names::CASTS_TOTAL, "result", result)),
             clamped: plain(names::CLAMPED_INTERVALS_TOTAL),
             overruns: plain(names::OVERRUNS_TOTAL),
             rejected_interval: labeled(names::REJECTED_TOTAL, "reason", "interval"),
             rejected_first_run: labeled(names::REJECTED_TOTAL, "reason", "first_run"),
             rejected_jitter: labeled(names::REJECTED_TOTAL, "reason", "jitter"),
         }
+    }
+
+    /// Counts a call by the result its caller gets.
+    pub(crate) fn count_call<T>(&self, result: &Result<T, Error>) {
+        self.calls[result_index(result)].increment(1);
+    }
+
+    /// Counts a cast by the result its caller gets. A cast that panics
+    /// later, on the pool, shows in `keywheel_panics_total` only.
+    pub(crate) fn count_cast(&self, result: &Result<(), Error>) {
+        let index = match result_index(result) {
+            // A cast has no timeout or panic result for its caller.
+            1 => 1,
+            4 => 2,
+            5 => 3,
+            _ => 0,
+        };
+        self.casts[index].increment(1);
     }
 
     /// Counts an input rejected by options validation.
@@ -95,8 +135,6 @@ pub(crate) struct ManagerStats {
     /// [`publish_lateness`](ManagerStats::publish_lateness).
     lateness_buckets: Vec<(AtomicU64, AtomicU64)>,
     performs_by_outcome: [Counter; 5],
-    calls_by_result: [Counter; 3],
-    casts_by_result: [Counter; 3],
     panics_by_callback: [Counter; 4],
     terminates_by_reason: [Counter; 6],
 }
@@ -123,10 +161,6 @@ impl ManagerStats {
             performs_by_outcome: OutcomeKind::ALL.map(|kind| {
                 metrics::counter!(names::PERFORMS_TOTAL, label("outcome", kind.as_str()))
             }),
-            calls_by_result: CALL_RESULTS
-                .map(|result| metrics::counter!(names::CALLS_TOTAL, label("result", result))),
-            casts_by_result: CAST_RESULTS
-                .map(|result| metrics::counter!(names::CASTS_TOTAL, label("result", result))),
             panics_by_callback: PANIC_CALLBACKS.map(|callback| {
                 metrics::counter!(names::PANICS_TOTAL, label("callback", callback))
             }),
@@ -180,8 +214,6 @@ pub(crate) struct WorkerStats {
     /// element is the bucket above the highest bound.
     buckets: Vec<(u64, u64)>,
     performs: [u64; 5],
-    calls: [u64; 3],
-    casts: [u64; 3],
     panics: [u64; 4],
     terminates: [u64; 6],
     dirty: bool,
@@ -195,8 +227,6 @@ impl WorkerStats {
             lateness: new_lateness_histogram(),
             buckets: vec![(0, 0); names::LATENESS_BUCKETS.len() + 1],
             performs: [0; 5],
-            calls: [0; 3],
-            casts: [0; 3],
             panics: [0; 4],
             terminates: [0; 6],
             dirty: false,
@@ -229,30 +259,20 @@ impl WorkerStats {
         self.dirty = true;
     }
 
+    /// Counts a panic of a call or cast; their results are counted where
+    /// the caller receives them.
     pub(crate) fn record_call<I>(&mut self, ran: &Ran<I>) {
-        // A skipped call timed out; the caller counted it when it gave up.
-        match ran {
-            Ran::Outcome(_) => self.calls[0] += 1,
-            Ran::Skipped => {}
-            Ran::Panicked(_) => {
-                self.calls[1] += 1;
-                self.panics[1] += 1;
-            }
-            Ran::Cancelled => self.calls[2] += 1,
+        if let Ran::Panicked(_) = ran {
+            self.panics[1] += 1;
+            self.dirty = true;
         }
-        self.dirty = true;
     }
 
     pub(crate) fn record_cast<I>(&mut self, ran: &Ran<I>) {
-        match ran {
-            Ran::Outcome(_) | Ran::Skipped => self.casts[0] += 1,
-            Ran::Panicked(_) => {
-                self.casts[1] += 1;
-                self.panics[2] += 1;
-            }
-            Ran::Cancelled => self.casts[2] += 1,
+        if let Ran::Panicked(_) = ran {
+            self.panics[2] += 1;
+            self.dirty = true;
         }
-        self.dirty = true;
     }
 
     pub(crate) fn record_panic(&mut self, callback: &str) {
@@ -307,8 +327,6 @@ impl WorkerStats {
         let performed: u64 = self.performs.iter().sum();
         self.shared.performs.fetch_add(performed, Ordering::Relaxed);
         publish(&mut self.performs, &self.shared.performs_by_outcome);
-        publish(&mut self.calls, &self.shared.calls_by_result);
-        publish(&mut self.casts, &self.shared.casts_by_result);
         publish(&mut self.panics, &self.shared.panics_by_callback);
         publish(&mut self.terminates, &self.shared.terminates_by_reason);
     }

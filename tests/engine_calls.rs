@@ -246,6 +246,34 @@ async fn call_reschedule_rearms_from_now() {
     );
 }
 
+/// A `Reschedule` returned by a call on an entry with no schedule
+/// (`Interval::Never`) makes it periodic from the call on.
+#[tokio::test(start_paused = true)]
+async fn call_reschedule_schedules_never_entry() {
+    let log = Log::new();
+    let recorder = Recorder::new(&log)
+        .call(|_, _| Step::then(keywheel::Outcome::Reschedule(Duration::from_millis(40))));
+    let manager = Manager::builder(recorder).build().unwrap();
+    manager
+        .put(1, "p".into(), EntryOptions::never())
+        .await
+        .unwrap();
+
+    log.sleep_until_ms(50).await;
+    assert!(
+        log.perform_ms(1).is_empty(),
+        "a Never entry has not performed"
+    );
+    manager.call(&1, ()).await.unwrap();
+
+    log.sleep_until_ms(175).await;
+    assert_eq!(
+        log.perform_ms(1),
+        vec![90, 130, 170],
+        "performs every 40 ms from the call at 50 ms"
+    );
+}
+
 /// A call handed to the pool waits there while the only worker runs another
 /// entry's long perform. Deleting its entry meanwhile means the call never
 /// runs: the caller gets `NotFound` once a worker reaches the job.

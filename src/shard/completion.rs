@@ -139,8 +139,9 @@ impl<H: Handler> Shard<H> {
                 self.slab[slot as usize].interval = PackedInterval::from_duration(interval);
                 if was_perform {
                     self.rearm_after_perform(slot, due, finished, now);
-                } else if self.slab[slot as usize].timer().is_some() {
-                    // From a call or cast, the new interval starts now.
+                } else {
+                    // From a call or cast, the new interval starts now, also
+                    // for an entry that had no schedule (`Interval::Never`).
                     self.arm(slot, now + interval, now);
                 }
                 true

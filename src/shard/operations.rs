@@ -249,7 +249,6 @@ impl<H: Handler> Shard<H> {
         for waiter in waiters {
             match waiter {
                 Waiter::Call { reply, .. } => {
-                    self.ctx.stats.counters.calls_not_found.increment(1);
                     let _ = reply.send(Err(Error::not_found(id)));
                 }
                 Waiter::Get { reply } => {
@@ -317,7 +316,6 @@ impl<H: Handler> Shard<H> {
         now: Instant,
     ) {
         let Some(slot) = self.index.find(&self.slab, &id) else {
-            self.ctx.stats.counters.calls_not_found.increment(1);
             let _ = reply.send(Err(Error::not_found(&id)));
             return;
         };
@@ -336,7 +334,6 @@ impl<H: Handler> Shard<H> {
 
     fn cast(&mut self, id: H::Id, message: H::Message, reply: Reply<()>) {
         let Some(slot) = self.index.find(&self.slab, &id) else {
-            self.ctx.stats.counters.casts_not_found.increment(1);
             let _ = reply.send(Err(Error::not_found(&id)));
             return;
         };
