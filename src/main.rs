@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the watchdog HTTP server for expected callbacks.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the watchdog end to end on loopback and check its alerts.
     Demo(DemoArgs),
 }

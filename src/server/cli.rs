@@ -14,6 +14,7 @@ use anyhow::Context;
 use serde::{Deserialize, Deserializer};
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
+use super::auth::{AuthToken, TokenText};
 use super::config::ServeConfig;
 
 /// How much longer than the call timeout the default request timeout is.
@@ -67,6 +68,48 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYWHEEL_WEBHOOK_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub webhook_timeout: Option<Duration>,
 
+    /// Maximum webhook deliveries in flight, less than --workers; an alert over it is retried at its next due time [default: half of --workers]
+    #[arg(long, env = "KEYWHEEL_WEBHOOK_CONCURRENCY", value_name = "N")]
+    pub webhook_concurrency: Option<usize>,
+
+    /// Bearer token that every /v1 request must send as "Authorization: Bearer TOKEN", 16 to 4096 characters
+    #[arg(
+        long,
+        env = "KEYWHEEL_AUTH_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true,
+        conflicts_with = "auth_token_file"
+    )]
+    pub auth_token: Option<TokenText>,
+
+    /// File whose first line is the bearer token (a trailing newline is removed)
+    #[arg(long, env = "KEYWHEEL_AUTH_TOKEN_FILE", value_name = "FILE")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// Require the token on /metrics, /healthz and /readyz too (they are open by default)
+    #[arg(long, env = "KEYWHEEL_PROTECT_METRICS", value_parser = clap::builder::BoolishValueParser::new())]
+    pub protect_metrics: bool,
+
+    /// Allow a non-loopback --listen address without a token
+    #[arg(long, env = "KEYWHEEL_INSECURE_NO_AUTH", value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure_no_auth: bool,
+
+    /// Maximum number of entries; a put of a new id over it gets 507 [default: 10000000]
+    #[arg(long, env = "KEYWHEEL_MAX_ENTRIES", value_name = "N")]
+    pub max_entries: Option<usize>,
+
+    /// Maximum open HTTP connections; more clients wait to be accepted [default: 1024]
+    #[arg(long, env = "KEYWHEEL_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
+    /// Time after which a connection without traffic is closed, longer than the request timeout [default: 60s, or the request timeout plus 10s if longer]
+    #[arg(long, env = "KEYWHEEL_IDLE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
+    /// Capacity of each shard's command queue, 1 to 16777216; a request that finds it full gets 503 [default: 1024]
+    #[arg(long, env = "KEYWHEEL_COMMAND_CAPACITY", value_name = "N")]
+    pub command_capacity: Option<usize>,
+
     /// Log line format (the level comes from RUST_LOG) [default: text]
     #[arg(long, env = "KEYWHEEL_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -107,6 +150,15 @@ struct FileConfig {
     webhook: Option<String>,
     #[serde(default, deserialize_with = "duration_text")]
     webhook_timeout: Option<Duration>,
+    webhook_concurrency: Option<usize>,
+    auth_token_file: Option<PathBuf>,
+    protect_metrics: Option<bool>,
+    insecure_no_auth: Option<bool>,
+    max_entries: Option<usize>,
+    max_connections: Option<usize>,
+    #[serde(default, deserialize_with = "duration_text")]
+    idle_timeout: Option<Duration>,
+    command_capacity: Option<usize>,
     log_format: Option<LogFormat>,
 }
 
@@ -139,9 +191,22 @@ impl ServeArgs {
             .unwrap_or(defaults.call_timeout);
         // A longer call timeout moves the default request timeout along,
         // because a request must be able to outlast the call it waits for.
-        let request_timeout = defaults
+        let request_timeout = self
             .request_timeout
-            .max(call_timeout.saturating_add(REQUEST_TIMEOUT_MARGIN));
+            .or(file.request_timeout)
+            .unwrap_or_else(|| {
+                defaults
+                    .request_timeout
+                    .max(call_timeout.saturating_add(REQUEST_TIMEOUT_MARGIN))
+            });
+        // Likewise, a connection must be able to stay quiet for as long as
+        // its request may take.
+        let idle_timeout = self.idle_timeout.or(file.idle_timeout).unwrap_or_else(|| {
+            defaults
+                .idle_timeout
+                .max(request_timeout.saturating_add(REQUEST_TIMEOUT_MARGIN))
+        });
+        let auth_token = self.auth_token(&file)?;
 
         let config = ServeConfig {
             listen: self.listen.or(file.listen).unwrap_or(defaults.listen),
@@ -152,10 +217,7 @@ impl ServeArgs {
                 .drain_grace
                 .or(file.drain_grace)
                 .unwrap_or(defaults.drain_grace),
-            request_timeout: self
-                .request_timeout
-                .or(file.request_timeout)
-                .unwrap_or(request_timeout),
+            request_timeout,
             max_id_bytes: self
                 .max_id_bytes
                 .or(file.max_id_bytes)
@@ -173,11 +235,51 @@ impl ServeArgs {
                 .webhook_timeout
                 .or(file.webhook_timeout)
                 .unwrap_or(defaults.webhook_timeout),
+            webhook_concurrency: self.webhook_concurrency.or(file.webhook_concurrency),
+            auth_token,
+            protect_metrics: self.protect_metrics || file.protect_metrics.unwrap_or(false),
+            insecure_no_auth: self.insecure_no_auth || file.insecure_no_auth.unwrap_or(false),
+            max_entries: self
+                .max_entries
+                .or(file.max_entries)
+                .unwrap_or(defaults.max_entries),
+            max_connections: self
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(defaults.max_connections),
+            idle_timeout,
+            command_capacity: self
+                .command_capacity
+                .or(file.command_capacity)
+                .unwrap_or(defaults.command_capacity),
         };
         config.validate()?;
 
         let log_format = self.log_format.or(file.log_format).unwrap_or_default();
         Ok(Resolved { config, log_format })
+    }
+}
+
+impl ServeArgs {
+    /// Reads the token from `--auth-token` or else from the token file of
+    /// the flag or the config file. Errors name the flag, never the token.
+    fn auth_token(&self, file: &FileConfig) -> anyhow::Result<Option<AuthToken>> {
+        if let Some(text) = &self.auth_token {
+            let token = AuthToken::new(text.expose()).map_err(|rule| {
+                anyhow::anyhow!(
+                    "invalid --auth-token value (set by --auth-token or KEYWHEEL_AUTH_TOKEN): {rule}"
+                )
+            })?;
+            return Ok(Some(token));
+        }
+        match self
+            .auth_token_file
+            .as_ref()
+            .or(file.auth_token_file.as_ref())
+        {
+            Some(path) => AuthToken::from_file(path).map(Some),
+            None => Ok(None),
+        }
     }
 }
 

@@ -4,6 +4,7 @@ use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use super::auth::AuthToken;
 use crate::{DEFAULT_SHARDS, DEFAULT_WORKERS, MAX_SHARDS};
 
 /// Default listen address: loopback only, so a fresh install is not
@@ -48,8 +49,30 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Default timeout of one webhook delivery.
 pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Highest drain grace and request timeout accepted.
+/// Highest drain grace, request timeout and idle timeout accepted.
 pub const MAX_GRACE: Duration = Duration::from_secs(3600);
+
+/// Default limit on the number of entries. An entry with a small payload
+/// takes a few hundred bytes, so the default stays within a few GB.
+pub const DEFAULT_MAX_ENTRIES: usize = 10_000_000;
+
+/// Default limit on open HTTP connections. Each costs a task, buffers and a
+/// file descriptor; clients over the limit wait in the accept backlog.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// Highest `max_connections` accepted.
+pub const MAX_CONNECTIONS_LIMIT: usize = 1 << 20;
+
+/// Default time after which a connection with no traffic in either
+/// direction is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default capacity of each shard's command queue, as in the library. A
+/// request that finds its shard's queue full gets 503 at once.
+pub const DEFAULT_COMMAND_CAPACITY: usize = 1024;
+
+/// Highest `command_capacity` accepted, as in the library.
+pub const MAX_COMMAND_CAPACITY: usize = 1 << 24;
 
 /// The settings of a watchdog server.
 ///
@@ -93,6 +116,29 @@ pub struct ServeConfig {
     /// Timeout of one webhook delivery. With a webhook set, it must be
     /// shorter than `call_timeout`.
     pub webhook_timeout: Duration,
+    /// Maximum webhook deliveries in flight at once; `None` is half of
+    /// `workers`. An alert that finds every slot taken is not delivered
+    /// (counted with result `skipped`) and is retried at the entry's next
+    /// due time. With a webhook set, it must be less than `workers`, so a
+    /// slow webhook always leaves workers for the callbacks of other ids.
+    pub webhook_concurrency: Option<usize>,
+    /// Bearer token that every `/v1` request must carry, if any.
+    pub auth_token: Option<AuthToken>,
+    /// Whether `/metrics`, `/healthz` and `/readyz` require the token too.
+    pub protect_metrics: bool,
+    /// Whether a non-loopback `listen` address is allowed without a token.
+    pub insecure_no_auth: bool,
+    /// Maximum number of entries. A put of a new id beyond it gets 507 and
+    /// changes nothing.
+    pub max_entries: usize,
+    /// Maximum open HTTP connections. Further clients wait to be accepted.
+    pub max_connections: usize,
+    /// Time after which a connection with no traffic in either direction is
+    /// closed. Must be longer than `request_timeout`.
+    pub idle_timeout: Duration,
+    /// Capacity of each shard's command queue. A request that finds its
+    /// shard's queue full gets 503 with `Retry-After: 1`.
+    pub command_capacity: usize,
 }
 
 impl Default for ServeConfig {
@@ -109,6 +155,14 @@ impl Default for ServeConfig {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             webhook: None,
             webhook_timeout: DEFAULT_WEBHOOK_TIMEOUT,
+            webhook_concurrency: None,
+            auth_token: None,
+            protect_metrics: false,
+            insecure_no_auth: false,
+            max_entries: DEFAULT_MAX_ENTRIES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            command_capacity: DEFAULT_COMMAND_CAPACITY,
         }
     }
 }
@@ -230,8 +284,88 @@ impl ServeConfig {
         }
         if let Some(url) = &self.webhook {
             check_webhook_url(url)?;
+            self.check_webhook_concurrency()?;
+        }
+        self.check_connections()?;
+        self.check_exposure()
+    }
+
+    /// Returns the maximum webhook deliveries in flight: the setting, or
+    /// half of the workers (at least 1).
+    pub fn effective_webhook_concurrency(&self) -> usize {
+        self.webhook_concurrency
+            .unwrap_or((self.workers / 2).max(1))
+    }
+
+    fn check_webhook_concurrency(&self) -> Result<(), SettingError> {
+        if self.workers < 2 {
+            return Err(SettingError::new(
+                "workers",
+                self.workers,
+                "must be at least 2 with a webhook, because a delivery that waits on a slow webhook holds a worker and another must stay free for completions and other alerts",
+            ));
+        }
+        let concurrency = self.effective_webhook_concurrency();
+        if concurrency == 0 || concurrency >= self.workers {
+            return Err(SettingError::new(
+                "webhook_concurrency",
+                concurrency,
+                format!(
+                    "must be between 1 and {} (less than the {} workers, so that a slow webhook always leaves workers for other ids)",
+                    self.workers - 1,
+                    self.workers
+                ),
+            ));
         }
         Ok(())
+    }
+
+    fn check_connections(&self) -> Result<(), SettingError> {
+        if self.max_entries == 0 {
+            return Err(SettingError::new(
+                "max_entries",
+                self.max_entries,
+                "must be at least 1",
+            ));
+        }
+        check_count(
+            "max_connections",
+            self.max_connections,
+            1,
+            MAX_CONNECTIONS_LIMIT,
+        )?;
+        check_count(
+            "command_capacity",
+            self.command_capacity,
+            1,
+            MAX_COMMAND_CAPACITY,
+        )?;
+        if self.idle_timeout <= self.request_timeout || self.idle_timeout > MAX_GRACE {
+            return Err(SettingError::new(
+                "idle_timeout",
+                show(self.idle_timeout),
+                format!(
+                    "must be longer than the request timeout ({}) and at most {}",
+                    show(self.request_timeout),
+                    show(MAX_GRACE)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Rejects a listen address that other hosts can reach when no token
+    /// protects the API, unless the operator opted out.
+    fn check_exposure(&self) -> Result<(), SettingError> {
+        let loopback = self.listen.ip().to_canonical().is_loopback();
+        if loopback || self.auth_token.is_some() || self.insecure_no_auth {
+            return Ok(());
+        }
+        Err(SettingError::new(
+            "listen",
+            self.listen,
+            "a non-loopback address requires an auth token: set --auth-token (KEYWHEEL_AUTH_TOKEN) or --auth-token-file, or pass --insecure-no-auth to serve without authentication",
+        ))
     }
 }
 
@@ -321,6 +455,63 @@ mod tests {
         let error = config.validate().unwrap_err();
 
         assert_eq!(error.key, "webhook_timeout");
+    }
+
+    #[test]
+    fn non_loopback_listen_needs_token_or_opt_out() {
+        let mut config = ServeConfig {
+            listen: "0.0.0.0:7878".parse().expect("address"),
+            ..ServeConfig::default()
+        };
+        let error = config.validate().unwrap_err();
+        assert_eq!(error.key, "listen");
+        assert!(error.to_string().contains("--insecure-no-auth"), "{error}");
+
+        config.insecure_no_auth = true;
+        assert_eq!(config.validate(), Ok(()));
+
+        config.insecure_no_auth = false;
+        config.auth_token = AuthToken::new("token-for-the-test-0123").ok();
+        assert_eq!(config.validate(), Ok(()));
+
+        for loopback in ["127.0.0.2:7878", "[::1]:7878", "[::ffff:127.0.0.1]:7878"] {
+            let config = ServeConfig {
+                listen: loopback.parse().expect("address"),
+                ..ServeConfig::default()
+            };
+            assert_eq!(config.validate(), Ok(()), "{loopback}");
+        }
+    }
+
+    #[test]
+    fn webhook_concurrency_stays_below_workers() {
+        let mut config = ServeConfig {
+            workers: 8,
+            webhook: Some("http://127.0.0.1:9/alerts".to_string()),
+            ..ServeConfig::default()
+        };
+        assert_eq!(
+            config.effective_webhook_concurrency(),
+            4,
+            "half the workers"
+        );
+        assert_eq!(config.validate(), Ok(()));
+
+        config.webhook_concurrency = Some(8);
+        assert_eq!(config.validate().unwrap_err().key, "webhook_concurrency");
+
+        config.webhook_concurrency = None;
+        config.workers = 1;
+        assert_eq!(config.validate().unwrap_err().key, "workers");
+    }
+
+    #[test]
+    fn idle_timeout_must_outlast_request_timeout() {
+        let config = ServeConfig {
+            idle_timeout: DEFAULT_REQUEST_TIMEOUT,
+            ..ServeConfig::default()
+        };
+        assert_eq!(config.validate().unwrap_err().key, "idle_timeout");
     }
 
     #[test]

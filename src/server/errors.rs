@@ -3,17 +3,28 @@
 //! unsupported methods.
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
+use std::time::Duration;
 
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::http::{Method, StatusCode, Uri};
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::Serialize;
 
+use super::log_limit::LogLimiter;
 use crate::Error;
 
 /// Maximum length of a client value quoted in an error message, in characters.
 const EXCERPT_CHARS: usize = 64;
+
+/// The `Retry-After` value of every 503 response, in seconds. A full
+/// command queue drains within milliseconds, so one second is enough for
+/// the retry to find room while spreading retries out.
+const RETRY_AFTER_SECONDS: &str = "1";
+
+/// Minimum time between two lines about requests that failed in the
+/// manager. Under overload every request may fail the same way.
+const LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// A rejected request: the status, the field at fault (if one is) and a
 /// message naming the value and the rule.
@@ -31,16 +42,41 @@ struct ErrorBody<'a> {
 }
 
 impl IntoResponse for ApiError {
+    /// Sends the JSON body of [`ApiError::body_json`]; a 503 also carries
+    /// `Retry-After`.
     fn into_response(self) -> Response {
-        let body = ErrorBody {
-            error: &self.message,
-            field: self.field.as_deref(),
-        };
-        (self.status, Json(body)).into_response()
+        let mut response = (
+            self.status,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            self.body_json(),
+        )
+            .into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
+        response
     }
 }
 
 impl ApiError {
+    /// Returns the response body: `{"error": message, "field": field}`.
+    pub(crate) fn body_json(&self) -> String {
+        let body = ErrorBody {
+            error: &self.message,
+            field: self.field.as_deref(),
+        };
+        serde_json::to_string(&body).unwrap_or_else(|_| {
+            // Serializing two strings cannot fail; this keeps the response JSON regardless.
+            r#"{"error":"internal error","field":null}"#.to_string()
+        })
+    }
+
     /// Builds a 400 response about `field`.
     pub(crate) fn invalid(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
         ApiError {
@@ -71,6 +107,28 @@ impl ApiError {
         }
     }
 
+    /// Builds the 507 response for a new id when the server has
+    /// `max_entries` entries.
+    pub(crate) fn entry_limit(id: &str, max_entries: usize) -> Self {
+        ApiError {
+            status: StatusCode::INSUFFICIENT_STORAGE,
+            field: Some(Cow::Borrowed("id")),
+            message: format!(
+                "entry limit reached: the server holds its maximum of {max_entries} entries (--max-entries), so the new id {} was not stored. Complete or delete entries, or raise --max-entries",
+                excerpt(id)
+            ),
+        }
+    }
+
+    /// Builds the 503 response for a request that could not be queued in time.
+    pub(crate) fn overloaded(detail: &str) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            field: None,
+            message: format!("server is overloaded: {detail}; retry after 1 second"),
+        }
+    }
+
     /// Maps a manager error on `id` to a response. Bad input never reaches
     /// here (it is checked first), so these are the server's conditions.
     pub(crate) fn from_engine(error: &Error, id: &str) -> Self {
@@ -85,22 +143,37 @@ impl ApiError {
             }
         };
         if status.is_server_error() {
-            tracing::warn!(id, %error, "request failed in the manager");
+            static ENGINE_LOG: OnceLock<LogLimiter> = OnceLock::new();
+            let limiter = ENGINE_LOG.get_or_init(|| LogLimiter::new(LOG_EVERY));
+            if let Some(suppressed) = limiter.allow() {
+                tracing::warn!(id, %error, suppressed, "request failed in the manager");
+            }
         }
+        let message = match error {
+            Error::Overloaded { shard } => {
+                return ApiError::overloaded(&format!("the command queue of shard {shard} is full"))
+            }
+            _ => error.to_string(),
+        };
         ApiError {
             status,
             field: None,
-            message: error.to_string(),
+            message,
         }
+    }
+
+    /// Builds the 413 response for a body over `limit` bytes.
+    pub(crate) fn body_too_large(limit: usize) -> Self {
+        ApiError::too_large(
+            "body",
+            format!("request body is over the limit of {limit} bytes; send a smaller payload"),
+        )
     }
 
     /// Maps a failure to read the body: over the limit is 413, the rest 400.
     pub(crate) fn from_body(rejection: &BytesRejection, limit: usize) -> Self {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            return ApiError::too_large(
-                "body",
-                format!("request body is over the limit of {limit} bytes; send a smaller payload"),
-            );
+            return ApiError::body_too_large(limit);
         }
         ApiError::invalid(
             "body",
@@ -113,17 +186,6 @@ impl ApiError {
         ApiError::invalid(
             "id",
             format!("invalid id in the path: {}", rejection.body_text()),
-        )
-    }
-
-    /// Maps a query string that is not `if_absent=true|false`.
-    pub(crate) fn from_query(rejection: &QueryRejection) -> Self {
-        ApiError::invalid(
-            "if_absent",
-            format!(
-                "invalid query string: {}. The only parameter is if_absent=true or if_absent=false",
-                rejection.body_text()
-            ),
         )
     }
 }

@@ -1,17 +1,113 @@
-//! Checks of client input: ids and registration bodies.
+//! Checks of client input: ids, query strings, content types and
+//! registration bodies.
 //!
 //! Every check runs before the manager is touched, so a rejected request
 //! changes nothing.
 
+use std::borrow::Cow;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::errors::{excerpt, ApiError};
-use crate::{EntryOptions, FirstRun, MAX_INTERVAL};
+use crate::{EntryOptions, FirstRun, OptionsError, MAX_INTERVAL};
+
+/// The size limits of client input, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum id length.
+    pub max_id_bytes: usize,
+    /// Maximum request body size.
+    pub max_body_bytes: usize,
+    /// Maximum payload size (its JSON text).
+    pub max_payload_bytes: usize,
+}
+
+/// A checked `PUT /v1/keys/{id}`.
+#[derive(Debug)]
+pub(crate) struct PutRequest {
+    pub(crate) id: Arc<str>,
+    pub(crate) if_absent: bool,
+    pub(crate) registration: Registration,
+}
+
+/// The query string of a `PUT`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutQuery {
+    #[serde(default)]
+    if_absent: bool,
+}
+
+/// Checks every part of a `PUT /v1/keys/{id}` in the order a client would
+/// fix them: the id (already percent-decoded), the query string, the
+/// content type, then the body. `body` is an error when reading it failed,
+/// such as for a body over the limit.
+pub(crate) fn decode_put(
+    id: &str,
+    query: Option<&str>,
+    content_type: Option<&[u8]>,
+    body: Result<&[u8], ApiError>,
+    limits: &Limits,
+) -> Result<PutRequest, ApiError> {
+    let id = parse_id(id, limits.max_id_bytes)?;
+    let if_absent = parse_put_query(query.unwrap_or(""))?;
+    check_content_type(content_type)?;
+    let body = body?;
+    if body.len() > limits.max_body_bytes {
+        return Err(ApiError::body_too_large(limits.max_body_bytes));
+    }
+    let registration = parse_registration(body, limits.max_payload_bytes)?;
+    Ok(PutRequest {
+        id,
+        if_absent,
+        registration,
+    })
+}
+
+/// Parses the query string of a `PUT`: empty, or `if_absent=true|false`.
+fn parse_put_query(query: &str) -> Result<bool, ApiError> {
+    serde_urlencoded::from_str::<PutQuery>(query)
+        .map(|parsed| parsed.if_absent)
+        .map_err(|error| {
+            ApiError::invalid(
+                "if_absent",
+                format!(
+                    "invalid query string {}: {error}. The only parameter is if_absent=true or if_absent=false",
+                    excerpt(query)
+                ),
+            )
+        })
+}
+
+/// Accepts a missing content type or a JSON one. Anything else is 415.
+fn check_content_type(value: Option<&[u8]>) -> Result<(), ApiError> {
+    let Some(value) = value else {
+        return Ok(());
+    };
+    let text = String::from_utf8_lossy(value);
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        return Ok(());
+    }
+    Err(ApiError {
+        status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        field: Some(Cow::Borrowed("content-type")),
+        message: format!(
+            "unsupported content type {}: send application/json",
+            excerpt(&text)
+        ),
+    })
+}
 
 /// The characters allowed in an id besides ASCII letters and digits. The
 /// set is safe in a URL path segment without percent-encoding, in log lines
@@ -120,6 +216,19 @@ pub(crate) fn parse_registration(
         options = options.jitter(parse_interval("jitter", jitter, true)?);
     }
 
+    // The checks above match the manager's; this keeps the two in step, so
+    // an accepted body never fails later without a field to blame.
+    options.validate().map_err(|error| {
+        let field = match error {
+            OptionsError::ZeroInterval
+            | OptionsError::TooLong {
+                field: "interval", ..
+            } => "every",
+            OptionsError::TooLong { field, .. } => field,
+        };
+        ApiError::invalid(field, format!("invalid {field}: {error}"))
+    })?;
+
     let max_alerts = match parsed.max_alerts {
         None => None,
         Some(count) => Some(NonZeroU32::new(count).ok_or_else(|| {
@@ -148,12 +257,10 @@ fn json_error(error: &serde_path_to_error::Error<serde_json::Error>) -> ApiError
     }
 
     let path = error.path().to_string();
-    let named = ["unknown field `", "missing field `"]
-        .iter()
-        .find_map(|prefix| message.strip_prefix(prefix))
-        .and_then(|rest| rest.split('`').next());
-    let field = match named {
-        Some(name) => name.to_string(),
+    let field = match field_in_message(&message) {
+        Some(name) if !name.is_empty() => name.to_string(),
+        // An unknown field named "" has nothing to point at but the body.
+        Some(_) => "body".to_string(),
         None if path == "." => "body".to_string(),
         None => path,
     };
@@ -165,6 +272,21 @@ fn json_error(error: &serde_path_to_error::Error<serde_json::Error>) -> ApiError
         excerpt_field(&field),
         format!("invalid field {}: {message}. {BODY_RULE}", excerpt(&field)),
     )
+}
+
+/// Returns the field name of serde's "unknown field `NAME`, expected ..."
+/// and "missing field `NAME`" messages. A client's field name may itself
+/// contain backquotes, so the name ends at the last backquote before the
+/// rest of the message.
+fn field_in_message(message: &str) -> Option<&str> {
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let end = rest
+            .rfind("`, expected")
+            .or_else(|| rest.rfind("`, there are no fields"))?;
+        return Some(&rest[..end]);
+    }
+    let rest = message.strip_prefix("missing field `")?;
+    rest.rfind('`').map(|end| &rest[..end])
 }
 
 /// Cuts a client-chosen field name to the excerpt length, without quotes.
@@ -192,6 +314,17 @@ fn parse_interval(field: &'static str, text: &str, allow_zero: bool) -> Result<D
         return Err(ApiError::invalid(
             field,
             format!("invalid {field} {}: it must be from {range}", excerpt(text)),
+        ));
+    }
+    // Entries are scheduled in whole milliseconds. Accepting "1ns" would
+    // store 1ms, and a GET would show another value than the one sent.
+    if duration.subsec_nanos() % 1_000_000 != 0 {
+        return Err(ApiError::invalid(
+            field,
+            format!(
+                "invalid {field} {}: it must be a whole number of milliseconds, from {range}",
+                excerpt(text)
+            ),
         ));
     }
     Ok(duration)
@@ -259,7 +392,7 @@ mod tests {
 
     #[test]
     fn registration_errors_name_the_field() {
-        let cases: [(&[u8], &str); 11] = [
+        let cases: [(&[u8], &str); 14] = [
             (b"{", "body"),
             (b"[1]", "body"),
             (br#"{"every": "30s"} x"#, "body"),
@@ -271,6 +404,12 @@ mod tests {
             (br#"{"every": "400days"}"#, "every"),
             (br#"{"every": "1s", "first_run": "later"}"#, "first_run"),
             (br#"{"every": "1s", "max_alerts": 0}"#, "max_alerts"),
+            (br#"{"every": "1s", "`first_run": 1}"#, "`first_run"),
+            (
+                br#"{"every": "1s", "a`, expected `b": 1}"#,
+                "a`, expected `b",
+            ),
+            (br#"{"every": "1s", "": 1}"#, "body"),
         ];
         for (body, field) in cases {
             let error = parse_registration(body, 1024).expect_err(field);

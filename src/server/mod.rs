@@ -24,7 +24,16 @@
 //! Rejected input changes nothing and gets a JSON error naming the field
 //! and the rule: 400 for invalid input, 413 for a body or payload over its
 //! limit, 415 for a content type other than JSON. Ids are 1 to
-//! `max_id_bytes` characters from `A-Z a-z 0-9 . _ : -`.
+//! `max_id_bytes` characters from `A-Z a-z 0-9 . _ : -`. Durations are
+//! whole milliseconds.
+//!
+//! The server protects itself: with an [`AuthToken`], requests without it
+//! get 401; a put of a new id beyond `max_entries` gets 507; a request
+//! whose shard has a full command queue gets 503 with `Retry-After: 1`
+//! instead of waiting; open connections are capped at `max_connections`
+//! and closed after `idle_timeout` without traffic; and webhook deliveries
+//! in flight are capped below the worker count. [`ServeConfig`] lists
+//! every limit.
 //!
 //! # Example
 //!
@@ -39,15 +48,20 @@
 //! # }
 //! ```
 
+mod auth;
 mod cli;
 mod config;
 mod errors;
 mod input;
+mod listener;
 mod log_limit;
 mod routes;
 mod telemetry;
 mod watchdog;
 mod webhook;
+
+#[doc(hidden)]
+pub mod fuzzing;
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -58,11 +72,13 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use auth::{AuthToken, TokenText, MAX_TOKEN_BYTES, MIN_TOKEN_BYTES};
 pub use cli::{init_logging, LogFormat, Resolved, ServeArgs};
 pub use config::{
-    ServeConfig, SettingError, DEFAULT_CALL_TIMEOUT, DEFAULT_DRAIN_GRACE, DEFAULT_LISTEN,
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_ID_BYTES, DEFAULT_MAX_PAYLOAD_BYTES,
-    DEFAULT_REQUEST_TIMEOUT, DEFAULT_WEBHOOK_TIMEOUT,
+    ServeConfig, SettingError, DEFAULT_CALL_TIMEOUT, DEFAULT_COMMAND_CAPACITY, DEFAULT_DRAIN_GRACE,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_ENTRIES, DEFAULT_MAX_ID_BYTES, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_WEBHOOK_TIMEOUT,
 };
 pub use telemetry::{
     prometheus, BUILD_INFO, FALLBACK_SECONDS_BUCKETS, HTTP_DURATION_BUCKETS, HTTP_REQUESTS_TOTAL,
@@ -74,6 +90,7 @@ pub use watchdog::{
 };
 
 use crate::Manager;
+use listener::LimitedListener;
 use routes::AppState;
 use watchdog::WatchdogMetrics;
 use webhook::Webhook;
@@ -105,7 +122,13 @@ impl Server {
         let webhook = config
             .webhook
             .as_deref()
-            .map(|url| Webhook::new(url, config.webhook_timeout))
+            .map(|url| {
+                Webhook::new(
+                    url,
+                    config.webhook_timeout,
+                    config.effective_webhook_concurrency(),
+                )
+            })
             .transpose()?;
 
         let listener = TcpListener::bind(config.listen)
@@ -121,6 +144,7 @@ impl Server {
             .shards(config.shards)
             .workers(config.workers)
             .call_timeout(config.call_timeout)
+            .command_capacity(config.command_capacity)
             .build()
             .context("invalid manager settings")?;
         let state = AppState::new(manager.clone(), metrics, prometheus, &config);
@@ -166,13 +190,7 @@ impl Server {
             state,
             config,
         } = self;
-        tracing::info!(
-            listen = %local_addr,
-            shards = config.shards,
-            workers = config.workers,
-            webhook = config.webhook.as_deref().unwrap_or("none"),
-            "keywheel serve started"
-        );
+        log_start(&config, local_addr);
 
         let stopping = CancellationToken::new();
         let graceful = {
@@ -186,6 +204,7 @@ impl Server {
             }
         };
         let app = routes::router(state);
+        let listener = LimitedListener::new(listener, config.max_connections, config.idle_timeout);
         let serving = axum::serve(listener, app).with_graceful_shutdown(graceful);
 
         let served = tokio::select! {
@@ -207,6 +226,38 @@ impl Server {
             "keywheel serve stopped"
         );
         served
+    }
+}
+
+/// Logs the start line with the effective settings, never the token.
+fn log_start(config: &ServeConfig, local_addr: SocketAddr) {
+    let webhook = config
+        .webhook
+        .as_deref()
+        .and_then(|url| reqwest::Url::parse(url).ok())
+        .map_or_else(|| "none".to_string(), |url| webhook::redacted_url(&url));
+    let auth = match (&config.auth_token, config.protect_metrics) {
+        (None, _) => "none",
+        (Some(_), false) => "bearer token on /v1",
+        (Some(_), true) => "bearer token on every route",
+    };
+    tracing::info!(
+        listen = %local_addr,
+        shards = config.shards,
+        workers = config.workers,
+        webhook,
+        webhook_concurrency = config.effective_webhook_concurrency(),
+        auth,
+        max_entries = config.max_entries,
+        max_connections = config.max_connections,
+        command_capacity = config.command_capacity,
+        "keywheel serve started"
+    );
+    if config.auth_token.is_none() && !config.listen.ip().to_canonical().is_loopback() {
+        tracing::warn!(
+            listen = %local_addr,
+            "serving without authentication on an address other hosts can reach (--insecure-no-auth)"
+        );
     }
 }
 

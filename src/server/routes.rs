@@ -1,25 +1,26 @@
 //! The HTTP routes of the watchdog and their handlers.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
+use super::auth::{require_token, Access};
 use super::config::ServeConfig;
 use super::errors::{self, ApiError};
-use super::input::{parse_id, parse_registration};
+use super::input::{decode_put, parse_id, Limits};
 use super::telemetry::observe;
 use super::watchdog::{Watch, WatchRequest, WatchdogMetrics};
 use crate::{Interval, Manager, PutResult, State as ManagerState};
@@ -37,10 +38,14 @@ struct Shared {
     metrics: Arc<WatchdogMetrics>,
     prometheus: PrometheusHandle,
     process: metrics_process::Collector,
-    max_id_bytes: usize,
-    max_body_bytes: usize,
-    max_payload_bytes: usize,
+    limits: Limits,
+    max_entries: usize,
+    /// Puts in flight: each may add an entry that `manager.len()` does not
+    /// count yet.
+    puts_in_flight: AtomicUsize,
+    call_timeout: Duration,
     request_timeout: Duration,
+    access: Access,
     draining: AtomicBool,
 }
 
@@ -59,10 +64,19 @@ impl AppState {
                 metrics,
                 prometheus,
                 process,
-                max_id_bytes: config.max_id_bytes,
-                max_body_bytes: config.max_body_bytes,
-                max_payload_bytes: config.max_payload_bytes,
+                limits: Limits {
+                    max_id_bytes: config.max_id_bytes,
+                    max_body_bytes: config.max_body_bytes,
+                    max_payload_bytes: config.max_payload_bytes,
+                },
+                max_entries: config.max_entries,
+                puts_in_flight: AtomicUsize::new(0),
+                call_timeout: config.call_timeout,
                 request_timeout: config.request_timeout,
+                access: Access {
+                    token: config.auth_token.clone(),
+                    protect_metrics: config.protect_metrics,
+                },
                 draining: AtomicBool::new(false),
             }),
         }
@@ -72,6 +86,10 @@ impl AppState {
         self.inner.request_timeout
     }
 
+    pub(crate) fn access(&self) -> &Access {
+        &self.inner.access
+    }
+
     /// Marks the server as draining, so `/readyz` returns 503 from now on.
     pub(crate) fn start_draining(&self) {
         self.inner.draining.store(true, Ordering::Relaxed);
@@ -79,14 +97,62 @@ impl AppState {
 
     fn id(&self, path: Result<Path<String>, PathRejection>) -> Result<Arc<str>, ApiError> {
         let Path(id) = path.map_err(|rejection| ApiError::from_path(&rejection))?;
-        parse_id(&id, self.inner.max_id_bytes)
+        parse_id(&id, self.inner.limits.max_id_bytes)
+    }
+
+    /// Claims room for one more entry before a put of `id`.
+    ///
+    /// Below the limit any put may go ahead. At the limit only a put whose
+    /// id exists may, because it replaces an entry instead of adding one.
+    /// Every put in flight has a claim, so concurrent puts of new ids
+    /// cannot together pass the limit.
+    async fn claim_room(&self, id: &Arc<str>) -> Result<RoomClaim<'_>, ApiError> {
+        let shared = &self.inner;
+        let others = shared.puts_in_flight.fetch_add(1, Ordering::AcqRel);
+        let claim = RoomClaim {
+            puts_in_flight: &shared.puts_in_flight,
+        };
+        // Read after the claim: a put that released its claim has been
+        // applied, so `len()` counts its entry from here on.
+        if shared.manager.len().saturating_add(others) < shared.max_entries {
+            return Ok(claim);
+        }
+
+        // NOTE: the manager has no non-waiting `contains`, so a full queue
+        // is bounded here by the call timeout instead of rejected at once.
+        let exists = tokio::time::timeout(shared.call_timeout, shared.manager.contains(id))
+            .await
+            .map_err(|_| ApiError::overloaded("the id's shard did not take the request in time"))?
+            .map_err(|error| ApiError::from_engine(&error, id))?;
+        if exists {
+            Ok(claim)
+        } else {
+            Err(ApiError::entry_limit(id, shared.max_entries))
+        }
+    }
+}
+
+/// A put's claim on room for one more entry, released when the put has
+/// its result.
+///
+/// NOTE: a put whose request timed out releases its claim when its handler
+/// is dropped, which can be before its shard applies it. The limit can then
+/// be passed by the number of such puts.
+struct RoomClaim<'a> {
+    puts_in_flight: &'a AtomicUsize,
+}
+
+impl Drop for RoomClaim<'_> {
+    fn drop(&mut self) {
+        self.puts_in_flight.fetch_sub(1, Ordering::Release);
     }
 }
 
 /// Builds the router: the key routes, metrics and health, JSON responses
-/// for unknown routes and methods, the body limit and the request metrics.
+/// for unknown routes and methods, the body limit, the token check and the
+/// request metrics (which count the 401 responses too).
 pub(crate) fn router(state: AppState) -> Router {
-    let body_limit = state.inner.max_body_bytes;
+    let body_limit = state.inner.limits.max_body_bytes;
     Router::new()
         .route(
             "/v1/keys/{id}",
@@ -99,15 +165,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .fallback(errors::no_route)
         .method_not_allowed_fallback(errors::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(from_fn_with_state(state.clone(), require_token))
         .layer(from_fn_with_state(state.clone(), observe))
         .with_state(state)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PutQuery {
-    #[serde(default)]
-    if_absent: bool,
 }
 
 #[derive(Serialize)]
@@ -117,28 +177,44 @@ struct PutReply<'a> {
 }
 
 /// `PUT /v1/keys/{id}`: registers an expected callback.
+///
+/// A full command queue gets 503 at once; a 2xx is sent only after the
+/// shard has applied the put.
 async fn put_key(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
-    query: Result<Query<PutQuery>, QueryRejection>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let id = state.id(path)?;
-    let Query(query) = query.map_err(|rejection| ApiError::from_query(&rejection))?;
-    check_content_type(&headers)?;
-    let body =
-        body.map_err(|rejection| ApiError::from_body(&rejection, state.inner.max_body_bytes))?;
-    let registration = parse_registration(&body, state.inner.max_payload_bytes)?;
+    let Path(id) = path.map_err(|rejection| ApiError::from_path(&rejection))?;
+    let limits = &state.inner.limits;
+    let body = body
+        .as_deref()
+        .map_err(|rejection| ApiError::from_body(rejection, limits.max_body_bytes));
+    let request = decode_put(
+        &id,
+        query.as_deref(),
+        headers
+            .get(header::CONTENT_TYPE)
+            .map(|value| value.as_bytes()),
+        body,
+        limits,
+    )?;
+    let id = request.id;
+    let registration = request.registration;
 
+    let _claim = state.claim_room(&id).await?;
     let watch = Watch::new(registration.payload, registration.max_alerts);
     let manager = &state.inner.manager;
-    let put = if query.if_absent {
+    let put = if request.if_absent {
         manager
-            .put_new(id.clone(), watch, registration.options)
+            .try_put_new(id.clone(), watch, registration.options)
             .await
     } else {
-        manager.put(id.clone(), watch, registration.options).await
+        manager
+            .try_put(id.clone(), watch, registration.options)
+            .await
     };
     let result = put.map_err(|failure| ApiError::from_engine(&failure.error, &id))?;
 
@@ -151,31 +227,6 @@ async fn put_key(
         state.inner.metrics.registered.increment(1);
     }
     Ok((status, Json(PutReply { id: &id, result })).into_response())
-}
-
-/// Accepts a missing content type or a JSON one. Anything else is 415.
-fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(value) = headers.get(header::CONTENT_TYPE) else {
-        return Ok(());
-    };
-    let text = value.to_str().unwrap_or("");
-    let essence = text
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    if essence == "application/json" || essence.ends_with("+json") {
-        return Ok(());
-    }
-    Err(ApiError {
-        status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        field: Some("content-type".into()),
-        message: format!(
-            "unsupported content type {}: send application/json",
-            errors::excerpt(text)
-        ),
-    })
 }
 
 #[derive(Serialize)]
@@ -192,6 +243,9 @@ struct KeyReply<'a> {
 }
 
 /// `GET /v1/keys/{id}`: the payload and state of one watch.
+///
+/// NOTE: the manager has no non-waiting `get`, so on a full command queue
+/// this waits for room, for at most the call timeout, and then gets 503.
 async fn get_key(
     State(state): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -235,7 +289,7 @@ async fn delete_key(
     let existed = state
         .inner
         .manager
-        .del(&id)
+        .try_del(&id)
         .await
         .map_err(|error| ApiError::from_engine(&error, &id))?;
     if existed {
@@ -265,7 +319,7 @@ async fn complete_key(
     let completion = state
         .inner
         .manager
-        .call(&id, WatchRequest::Complete)
+        .try_call(&id, WatchRequest::Complete)
         .await
         .map_err(|error| ApiError::from_engine(&error, &id))?
         .ok_or_else(|| ApiError::no_entry(&id))?;

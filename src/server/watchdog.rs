@@ -29,7 +29,7 @@ pub const REGISTERED_TOTAL: &str = "keywheel_watchdog_registered_total";
 /// Entries completed through `POST /v1/keys/{id}/complete`, by `manager`.
 pub const COMPLETED_TOTAL: &str = "keywheel_watchdog_completed_total";
 /// Webhook deliveries, by `manager` and `result` (continue, reschedule,
-/// halt, rejected, failed).
+/// halt, rejected, failed, skipped).
 pub const WEBHOOK_TOTAL: &str = "keywheel_watchdog_webhook_total";
 
 /// Minimum time between two log lines of one kind (overdue, expired,
@@ -164,6 +164,8 @@ pub(crate) struct WebhookCounters {
     pub(crate) rejected: Counter,
     /// No response: a connection error or a timeout.
     pub(crate) failed: Counter,
+    /// Not sent, because the maximum number of deliveries was in flight.
+    pub(crate) skipped: Counter,
 }
 
 impl WatchdogMetrics {
@@ -192,6 +194,7 @@ impl WatchdogMetrics {
                 halted: webhook("halt"),
                 rejected: webhook("rejected"),
                 failed: webhook("failed"),
+                skipped: webhook("skipped"),
             },
         }
     }

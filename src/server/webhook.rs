@@ -13,6 +13,12 @@
 //! The delivery runs inside the entry's perform, so a `GET` or `complete`
 //! of that id waits for it. The server therefore requires the webhook
 //! timeout to be shorter than the call timeout.
+//!
+//! A delivery that waits occupies a worker of the pool. A semaphore bounds the
+//! deliveries in flight below the pool size, so a slow webhook never takes
+//! every worker: an alert that finds no free slot is not sent, is counted
+//! with result `skipped`, and goes out at the entry's next due time if a
+//! slot is free then. It still counts towards `max_alerts`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +27,7 @@ use anyhow::Context;
 use reqwest::{StatusCode, Url};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use tokio::sync::Semaphore;
 
 use super::log_limit::LogLimiter;
 use super::watchdog::{format_millis, Watch, WebhookCounters};
@@ -43,25 +50,30 @@ struct Alert<'a> {
     alerts: u32,
 }
 
-/// A webhook client: the URL, a client with the delivery timeout, and a
-/// rate limit for failure lines.
+/// A webhook client: the URL, a client with the delivery timeout, the
+/// slots for deliveries in flight, and rate limits for log lines.
 #[derive(Debug)]
 pub(crate) struct Webhook {
     client: reqwest::Client,
     url: Url,
     timeout: Duration,
+    in_flight: Semaphore,
+    max_in_flight: usize,
     failure_log: LogLimiter,
+    skipped_log: LogLimiter,
 }
 
 impl Webhook {
-    /// Builds a client for `url` with `timeout` per delivery.
+    /// Builds a client for `url` with `timeout` per delivery and at most
+    /// `max_in_flight` deliveries at once.
     ///
     /// # Errors
     ///
     /// An invalid URL or a client that cannot be built. The URL was
     /// checked with the config, so the first should not happen.
-    pub(crate) fn new(url: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let parsed = Url::parse(url).with_context(|| format!("invalid --webhook {url:?}"))?;
+    pub(crate) fn new(url: &str, timeout: Duration, max_in_flight: usize) -> anyhow::Result<Self> {
+        let parsed = Url::parse(url)
+            .with_context(|| format!("invalid --webhook {}", redacted_url_text(url)))?;
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .build()
@@ -70,7 +82,10 @@ impl Webhook {
             client,
             url: parsed,
             timeout,
+            in_flight: Semaphore::new(max_in_flight),
+            max_in_flight,
             failure_log: LogLimiter::new(LOG_EVERY),
+            skipped_log: LogLimiter::new(LOG_EVERY),
         })
     }
 
@@ -82,6 +97,20 @@ impl Webhook {
         pending_for: Duration,
         counters: &WebhookCounters,
     ) -> Outcome<Arc<str>> {
+        let Ok(_slot) = self.in_flight.try_acquire() else {
+            counters.skipped.increment(1);
+            if let Some(suppressed) = self.skipped_log.allow() {
+                tracing::warn!(
+                    id = &**id,
+                    url = %redacted_url(&self.url),
+                    max_in_flight = self.max_in_flight,
+                    suppressed,
+                    "webhook: every delivery slot is taken, so this alert was not sent; it is retried at the entry's next due time"
+                );
+            }
+            return Outcome::Continue;
+        };
+
         let alert = Alert {
             id,
             payload: watch.payload(),
@@ -140,7 +169,7 @@ impl Webhook {
 
     fn log_failure(&self, id: &str, problem: &str) {
         if let Some(suppressed) = self.failure_log.allow() {
-            tracing::warn!(id, url = %self.url, suppressed, "webhook: {problem}");
+            tracing::warn!(id, url = %redacted_url(&self.url), suppressed, "webhook: {problem}");
         }
     }
 }
@@ -183,6 +212,25 @@ async fn read_new_interval(mut response: reqwest::Response) -> Result<Option<Dur
         ));
     }
     Ok(Some(interval))
+}
+
+/// Returns the URL without user name, password and query, which may hold
+/// credentials, for log lines and messages.
+pub(crate) fn redacted_url(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
+}
+
+/// Like [`redacted_url`] for a URL given as text, which may be invalid.
+pub(crate) fn redacted_url_text(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(parsed) => format!("{:?}", redacted_url(&parsed)),
+        Err(_) => "(an invalid URL)".to_string(),
+    }
 }
 
 /// Formats an error with its sources, because reqwest's own message leaves

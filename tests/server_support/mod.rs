@@ -31,15 +31,18 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub manager: Manager<Watchdog>,
     pub client: Client,
+    /// Bearer token that [`TestServer::send`] adds to every request, if any.
+    pub token: Option<String>,
     stop: oneshot::Sender<()>,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
-/// A response: status, content type and body text.
+/// A response: status, content type, headers and body text.
 #[derive(Debug)]
 pub struct Answer {
     pub status: StatusCode,
     pub content_type: String,
+    pub headers: reqwest::header::HeaderMap,
     pub text: String,
 }
 
@@ -91,6 +94,7 @@ impl TestServer {
             addr,
             manager,
             client,
+            token: None,
             stop,
             task,
         }
@@ -100,9 +104,25 @@ impl TestServer {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Sends a request with an optional raw body and JSON content type.
+    /// Sends a request with an optional raw body and JSON content type,
+    /// and the server's token if it has one.
     pub async fn send(&self, method: Method, path: &str, body: Option<&str>) -> Answer {
+        self.send_as(self.token.as_deref(), method, path, body)
+            .await
+    }
+
+    /// Sends a request with `token` as the bearer token, or none.
+    pub async fn send_as(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+    ) -> Answer {
         let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
         if let Some(body) = body {
             request = request
                 .header("content-type", "application/json")
@@ -132,6 +152,13 @@ impl TestServer {
             .await
     }
 
+    /// Returns the value of the sample of `name` whose labels include every
+    /// `key="value"` of `labels`, or 0 if there is none.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self.send(Method::GET, "/metrics", None).await.text;
+        metric_value(&text, name, labels)
+    }
+
     /// Stops the server and checks that it drained cleanly.
     pub async fn stop(self) {
         let _ = self.stop.send(());
@@ -148,11 +175,11 @@ impl TestServer {
     }
 }
 
-/// Reads status, content type and body of a response.
+/// Reads status, content type, headers and body of a response.
 pub async fn read(response: reqwest::Response) -> Answer {
     let status = response.status();
-    let content_type = response
-        .headers()
+    let headers = response.headers().clone();
+    let content_type = headers
         .get("content-type")
         .and_then(|value| value.to_str().ok())
         .unwrap_or("")
@@ -161,6 +188,24 @@ pub async fn read(response: reqwest::Response) -> Answer {
     Answer {
         status,
         content_type,
+        headers,
         text,
     }
+}
+
+/// Returns the value of the sample of `name` in Prometheus text whose
+/// labels include every `key="value"` of `labels`, or 0 if there is none.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let with_labels = format!("{name}{{");
+    let without_labels = format!("{name} ");
+    text.lines()
+        .filter(|line| line.starts_with(&with_labels) || line.starts_with(&without_labels))
+        .find(|line| {
+            labels
+                .iter()
+                .all(|(key, value)| line.contains(&format!("{key}=\"{value}\"")))
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0.0)
 }
