@@ -1450,12 +1450,12 @@ impl<H: Handler> Manager<H> {
     }
 
     /// Returns a copy of the lateness (start minus due time) of every
-    /// perform that has started, in microseconds, with three significant
-    /// digits.
+    /// perform that has started, in microseconds, with two significant
+    /// digits (about 1% error).
     ///
-    /// Workers add their figures every 100 ms while busy and whenever they
-    /// run out of work, so the histogram can lag behind by about that much.
-    /// The copy is about 200 KiB: read it for reports, not per operation.
+    /// Workers add their figures every 100 ms, so the histogram can lag
+    /// behind by that much. The copy is about 25 KiB: read it for reports,
+    /// not per operation.
     ///
     /// # Example
     ///

@@ -163,15 +163,20 @@ async fn next_batch<H: Handler>(
     match ctx.batches.try_recv() {
         Ok(batch) => Some(batch),
         Err(async_channel::TryRecvError::Closed) => None,
-        Err(async_channel::TryRecvError::Empty) => {
-            // Going idle: publish what this worker measured first.
-            stats.flush();
+        Err(async_channel::TryRecvError::Empty) => loop {
+            // Idle. Publishing on every idle moment would cost a full
+            // histogram merge per batch at low rates, so tallies are
+            // published when they are `FLUSH_EVERY` old, even while idle.
+            let flush_in = stats.until_flush();
             tokio::select! {
                 biased;
-                Ok(batch) = ctx.handed_back.recv() => Some(batch),
-                received = ctx.batches.recv() => received.ok(),
+                Ok(batch) = ctx.handed_back.recv() => return Some(batch),
+                received = ctx.batches.recv() => return received.ok(),
+                _ = tokio::time::sleep(flush_in.unwrap_or_default()), if flush_in.is_some() => {
+                    stats.flush();
+                }
             }
-        }
+        },
     }
 }
 
