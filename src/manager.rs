@@ -1256,6 +1256,25 @@ impl<H: Handler> Manager<H> {
             .await
     }
 
+    /// Splits items by shard into slices of at most [`BULK_SLICE`], keeping
+    /// their order within each shard. Each item is moved once.
+    fn slice_by_shard<T>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        id_of: impl Fn(&T) -> &H::Id,
+    ) -> Vec<(usize, Vec<Vec<T>>)> {
+        let shards = self.inner.shards.len();
+        let mut per_shard: Vec<Vec<Vec<T>>> = (0..shards).map(|_| Vec::new()).collect();
+        for item in items {
+            let slices = &mut per_shard[self.shard_of(id_of(&item))];
+            match slices.last_mut() {
+                Some(slice) if slice.len() < BULK_SLICE => slice.push(item),
+                _ => slices.push(vec![item]),
+            }
+        }
+        per_shard.into_iter().enumerate().collect()
+    }
+
     async fn bulk_put(
         &self,
         entries: Vec<(H::Id, H::Payload, EntryOptions)>,
@@ -1268,18 +1287,9 @@ impl<H: Handler> Manager<H> {
             }
         }
 
-        let shards = self.inner.shards.len();
-        let mut per_shard: Vec<Vec<_>> = (0..shards).map(|_| Vec::new()).collect();
-        for entry in entries {
-            let shard = self.shard_of(&entry.0);
-            per_shard[shard].push(entry);
-        }
-
         let mut replies = Vec::new();
-        for (shard, mut items) in per_shard.into_iter().enumerate() {
-            while !items.is_empty() {
-                let rest = items.split_off(items.len().min(BULK_SLICE));
-                let slice = std::mem::replace(&mut items, rest);
+        for (shard, slices) in self.slice_by_shard(entries, |entry| &entry.0) {
+            for slice in slices {
                 let (reply, response) = oneshot::channel();
                 let command = Command::PutMany {
                     items: slice,
@@ -1346,18 +1356,9 @@ impl<H: Handler> Manager<H> {
     /// # }
     /// ```
     pub async fn del_many(&self, ids: impl IntoIterator<Item = H::Id>) -> Result<usize, Error> {
-        let shards = self.inner.shards.len();
-        let mut per_shard: Vec<Vec<H::Id>> = (0..shards).map(|_| Vec::new()).collect();
-        for id in ids {
-            let shard = self.shard_of(&id);
-            per_shard[shard].push(id);
-        }
-
         let mut replies = Vec::new();
-        for (shard, mut ids) in per_shard.into_iter().enumerate() {
-            while !ids.is_empty() {
-                let rest = ids.split_off(ids.len().min(BULK_SLICE));
-                let slice = std::mem::replace(&mut ids, rest);
+        for (shard, slices) in self.slice_by_shard(ids, |id| id) {
+            for slice in slices {
                 let (reply, response) = oneshot::channel();
                 self.send(shard, Wait::Block, Command::DelMany { ids: slice, reply })
                     .await
