@@ -1,11 +1,15 @@
 //! Macro benchmark: keywheel against the naive designs of keyed periodic
 //! work, on the workloads described in BENCHMARKS.md.
 //!
-//! Competitors: A, a tokio task per key with a mailbox for calls; A0, the
-//! same without a mailbox; B, one unsharded `DelayQueue` feeding a worker
-//! pool; C, keywheel with default settings; C-best, keywheel with the best
-//! settings measured by `--explore`; C-nostagger, keywheel with staggered
-//! shard starts turned off.
+//! The competitors:
+//!
+//! - A: a tokio task per key with a mailbox for calls.
+//! - A0: the same without a mailbox.
+//! - B: one unsharded `DelayQueue` feeding a worker pool.
+//! - C: keywheel with default settings.
+//! - C-best: keywheel with 64 shards (`--best-shards` changes it, and
+//!   `--explore` compares settings).
+//! - C-nostagger: keywheel with staggered shard starts turned off.
 //!
 //! Every run happens in a child process (this binary with `--child`) on a
 //! fresh two-worker tokio runtime, so memory readings start clean and one
@@ -22,6 +26,8 @@
 mod competitors;
 #[path = "scheduler/measure.rs"]
 mod measure;
+#[path = "scheduler/phases.rs"]
+mod phases;
 #[path = "scheduler/plan.rs"]
 mod plan;
 #[path = "scheduler/plots.rs"]
@@ -30,6 +36,8 @@ mod plots;
 mod queue;
 #[path = "scheduler/report.rs"]
 mod report;
+#[path = "scheduler/report_targets.rs"]
+mod report_targets;
 #[path = "scheduler/workloads.rs"]
 mod workloads;
 
@@ -52,11 +60,14 @@ usage: cargo bench --bench scheduler -- [options]
                         (w3 and w4 use the rates w2 finds; without w2 they use --assume-max)
   --assume-max LIST     highest sustained rates to use without w2, e.g. A=600000,C=2000000
   --explore             sweep keywheel settings (shards x workers) at high rates instead
+  --no-wait             start every run at once; by default a full run waits for other
+                        processes to go quiet and repeats once a run they disturbed
   --best-shards N       shards of C-best (default 64)
   --best-workers N      workers of C-best (default 64)
   --json PATH           write the JSON lines to PATH instead of stdout
   --markdown PATH       also write the Markdown tables to PATH
   --plots DIR           draw PNG plots into DIR (default benches/plots in a full run, none with --quick)
+  --from PATH           render the tables and plots of JSON lines saved by --json, without running
   --seed N              seed of every key set (default 1)";
 
 fn main() -> ExitCode {
@@ -215,7 +226,7 @@ pub fn spawn_child(spec: &RunSpec, timeout: Duration) -> Result<Value, String> {
         .ok_or_else(|| "child printed no JSON result".to_string())
 }
 
-/// Where plots go in a full run.
+/// Returns the directory that a full run draws its plots into.
 pub fn default_plot_dir() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/benches/plots"))
 }

@@ -107,7 +107,8 @@ impl Competitor {
             Competitor::Tasks(tasks) => tasks.put(spec, Instant::now()),
             Competitor::Queue(queue) => queue.put(spec).await,
             Competitor::Wheel(wheel) => {
-                let options = EntryOptions::every(spec.interval).first_run(FirstRun::After(spec.first));
+                let options =
+                    EntryOptions::every(spec.interval).first_run(FirstRun::After(spec.first));
                 wheel
                     .manager
                     .put(spec.id, (), options)
@@ -194,7 +195,8 @@ impl Competitor {
                 _ => None,
             };
             let earliest = base + spec.first;
-            let in_place = next_due.is_some_and(|due| due >= earliest && due <= Instant::now() + spec.first + slack);
+            let in_place = next_due
+                .is_some_and(|due| due >= earliest && due <= Instant::now() + spec.first + slack);
             checked += 1;
             if !in_place {
                 misplaced += 1;
@@ -293,9 +295,13 @@ impl Tasks {
     }
 }
 
-/// A key as a task with a mailbox: serves calls and performs on its timer,
-/// with the next due time one interval after the perform (fixed delay).
-async fn run_actor(spec: KeySpec, mut due: Instant, mut mailbox: mpsc::Receiver<oneshot::Sender<()>>) {
+/// Runs one key as a task with a mailbox: serves calls and performs on its
+/// timer, with the next due time one interval after the perform (fixed delay).
+async fn run_actor(
+    spec: KeySpec,
+    mut due: Instant,
+    mut mailbox: mpsc::Receiver<oneshot::Sender<()>>,
+) {
     let sleep = tokio::time::sleep_until(due);
     tokio::pin!(sleep);
     loop {
@@ -318,7 +324,7 @@ async fn run_actor(spec: KeySpec, mut due: Instant, mut mailbox: mpsc::Receiver<
     }
 }
 
-/// A key as a task that only sleeps and performs.
+/// Runs one key as a task that only sleeps and performs.
 async fn run_sleeper(spec: KeySpec, mut due: Instant) {
     loop {
         tokio::time::sleep_until(due).await;

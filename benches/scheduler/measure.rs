@@ -74,7 +74,13 @@ pub fn rss_bytes() -> u64 {
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
         .map_or(0, |kib| kib * 1024)
 }
 
@@ -222,7 +228,13 @@ pub fn machine() -> Value {
     let memory_gib = meminfo
         .lines()
         .find_map(|line| line.strip_prefix("MemTotal:"))
-        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
         .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
     let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
     let os = os_release
@@ -249,8 +261,63 @@ pub fn machine() -> Value {
         "rustc": rustc,
         "tokio": locked_version("tokio"),
         "tokio_util": locked_version("tokio-util"),
+        "revision": revision(),
         "loadavg": load_average(),
     })
+}
+
+/// Returns the CPU time the whole machine has been busy, from `/proc/stat`
+/// (user, nice, system, irq, softirq and steal, at 100 ticks per second).
+pub fn machine_busy() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|field| field.parse().ok())
+        .collect();
+    let busy: u64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&index| ticks.get(index))
+        .sum();
+    Duration::from_millis(busy * 10)
+}
+
+/// Returns the CPU time of the child processes waited for so far.
+pub fn children_cpu_time() -> Duration {
+    // SAFETY: as in `cpu_time`.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let to_duration = |time: libc::timeval| {
+        Duration::from_secs(time.tv_sec as u64) + Duration::from_micros(time.tv_usec as u64)
+    };
+    to_duration(usage.ru_utime) + to_duration(usage.ru_stime)
+}
+
+/// Returns the short commit of the measured tree, with "+changes" when
+/// files under `src/` differ from it.
+pub fn revision() -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(env!("CARGO_MANIFEST_DIR"))
+            .args(args)
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .and_then(|output| String::from_utf8(output.stdout).ok())
+    };
+    let Some(commit) = git(&["rev-parse", "--short", "HEAD"]) else {
+        return "unknown".into();
+    };
+    let changed =
+        git(&["status", "--porcelain", "--", "src"]).is_some_and(|text| !text.trim().is_empty());
+    format!("{}{}", commit.trim(), if changed { "+changes" } else { "" })
 }
 
 /// Returns the 1-minute load average.

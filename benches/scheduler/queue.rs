@@ -255,7 +255,11 @@ impl QueueTask {
             Some(entry) if entry.generation == generation && entry.armed => entry.armed = false,
             _ => return,
         }
-        self.push(Job::Perform { id, generation, due });
+        self.push(Job::Perform {
+            id,
+            generation,
+            due,
+        });
     }
 
     fn rearm(&mut self, done: Done) {
@@ -282,14 +286,21 @@ impl QueueTask {
     }
 }
 
-async fn run_worker(batches: async_channel::Receiver<Vec<Job>>, done: mpsc::UnboundedSender<Vec<Done>>) {
+async fn run_worker(
+    batches: async_channel::Receiver<Vec<Job>>,
+    done: mpsc::UnboundedSender<Vec<Done>>,
+) {
     let mut lateness = Vec::with_capacity(BATCH);
     while let Ok(batch) = batches.recv().await {
         let now = Instant::now();
         let mut finished = Vec::with_capacity(batch.len());
         for job in batch {
             match job {
-                Job::Perform { id, generation, due } => {
+                Job::Perform {
+                    id,
+                    generation,
+                    due,
+                } => {
                     lateness.push(measure::micros(now.saturating_duration_since(due)));
                     perform(id);
                     finished.push(Done {
