@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, PanicPolicy, MAX_SHARDS};
+use crate::config::{Config, PanicPolicy, MAX_SHARDS, MAX_WORKERS};
 use crate::error::{ConfigError, OptionsError};
 use crate::handler::Handler;
 use crate::manager::Manager;
@@ -390,7 +390,7 @@ impl<H: Handler> ManagerBuilder<H> {
         let config = &self.config;
         let ranges: [(&'static str, usize, usize, usize); 5] = [
             ("shards", config.shards, 1, MAX_SHARDS),
-            ("workers", config.workers, 1, 65_536),
+            ("workers", config.workers, 1, MAX_WORKERS),
             ("batch_size", config.batch_size, 1, 65_536),
             ("command_capacity", config.command_capacity, 1, 1 << 24),
             ("pool_capacity", config.pool_capacity, 1, 1 << 24),

@@ -135,6 +135,17 @@ pub const MAX_SHARDS: usize = 4096;
 /// ```
 pub const DEFAULT_WORKERS: usize = 64;
 
+/// Most workers a manager accepts. Each worker is a tokio task with its own
+/// lateness histogram (about 25 KiB), so 4096 workers cost about 100 MiB
+/// before any entry.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(keywheel::MAX_WORKERS, 4096);
+/// ```
+pub const MAX_WORKERS: usize = 4096;
+
 /// Default maximum number of jobs in one hand-off from a shard to the pool.
 /// A prototype measured about twice the throughput with batches of 256
 /// against one job at a time; larger batches gained nothing.

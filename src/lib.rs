@@ -207,7 +207,9 @@ mod shard;
 mod stats;
 
 pub use builder::ManagerBuilder;
-pub use config::{PanicPolicy, DEFAULT_BATCH_SIZE, DEFAULT_SHARDS, DEFAULT_WORKERS, MAX_SHARDS};
+pub use config::{
+    PanicPolicy, DEFAULT_BATCH_SIZE, DEFAULT_SHARDS, DEFAULT_WORKERS, MAX_SHARDS, MAX_WORKERS,
+};
 pub use error::{ConfigError, Error, OptionsError, PutError};
 pub use handler::{Handler, Outcome, OutcomeKind, TerminateReason};
 pub use id::Id;

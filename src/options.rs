@@ -146,6 +146,9 @@ pub enum FirstRun {
 /// rate.put(1, (), every.cadence(Cadence::FixedRate)).await?;
 ///
 /// tokio::time::sleep(Duration::from_millis(1050)).await;
+/// // Shutting down publishes every worker's count at once.
+/// delay.shutdown(Duration::from_secs(1)).await;
+/// rate.shutdown(Duration::from_secs(1)).await;
 /// // Fixed delay: due at 100, 240, 380, ... ms (each perform's end plus 100 ms).
 /// assert_eq!(delay.performs(), 7);
 /// // Fixed rate: due at 100, 200, 300, ... ms.

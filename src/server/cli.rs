@@ -32,7 +32,7 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYWHEEL_SHARDS", value_name = "N")]
     pub shards: Option<usize>,
 
-    /// Workers that run alerts and calls at once, 1 to 65536 [default: 64]
+    /// Workers that run alerts and calls at once, 1 to 4096 [default: 64]
     #[arg(long, env = "KEYWHEEL_WORKERS", value_name = "N")]
     pub workers: Option<usize>,
 

@@ -226,7 +226,7 @@ impl ServeConfig {
     /// [`SettingError`] for the first setting out of range.
     pub fn validate(&self) -> Result<(), SettingError> {
         check_count("shards", self.shards, 1, MAX_SHARDS)?;
-        check_count("workers", self.workers, 1, 65_536)?;
+        check_count("workers", self.workers, 1, crate::MAX_WORKERS)?;
         check_count("max_id_bytes", self.max_id_bytes, 1, MAX_ID_BYTES_LIMIT)?;
         check_count(
             "max_body_bytes",

@@ -145,6 +145,16 @@ pub(crate) fn parse_id(id: &str, max_bytes: usize) -> Result<Arc<str>, ApiError>
             ),
         ));
     }
+    if id.bytes().all(|byte| byte == b'.') {
+        // `.` and `..` are path segments that HTTP clients normalize away.
+        return Err(ApiError::invalid(
+            "id",
+            format!(
+                "invalid id {}: an id made only of dots is not allowed, because clients rewrite it as a path step",
+                excerpt(id)
+            ),
+        ));
+    }
     Ok(Arc::from(id))
 }
 
@@ -203,6 +213,18 @@ pub(crate) fn parse_registration(
             "payload",
             format!(
                 "payload is {payload_bytes} bytes of JSON, over the limit of {max_payload_bytes} bytes. Store a reference to large data instead"
+            ),
+        ));
+    }
+    // The payload is stored as sent and handed back in GET, complete and
+    // webhook bodies, so it must be JSON that every client can read back:
+    // nested at most 128 deep, no lone surrogate escapes, numbers in the
+    // range of a double. A full parse checks all three.
+    if let Err(error) = serde_json::from_str::<serde_json::Value>(payload.get()) {
+        return Err(ApiError::invalid(
+            "payload",
+            format!(
+                "invalid payload: {error}; it must be JSON nested at most 128 levels deep, with valid string escapes and numbers a double can hold"
             ),
         ));
     }
@@ -420,6 +442,30 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn unreadable_payloads_are_rejected() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        for payload in [deep.as_str(), r#""\ud800""#, "1e999999"] {
+            let body = format!(r#"{{"every": "1s", "payload": {payload}}}"#);
+            let error = parse_registration(body.as_bytes(), 1 << 20)
+                .expect_err("a payload other clients cannot read back");
+            assert_eq!(
+                error.field.as_deref(),
+                Some("payload"),
+                "payload {payload:.40}"
+            );
+        }
+    }
+
+    #[test]
+    fn dot_ids_are_rejected() {
+        for id in [".", "..", "..."] {
+            let error = parse_id(id, 256).expect_err("an id of dots");
+            assert_eq!(error.field.as_deref(), Some("id"), "id {id}");
+        }
+        assert!(parse_id("a.b", 256).is_ok(), "dots inside an id are fine");
     }
 
     #[test]
