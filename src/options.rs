@@ -299,7 +299,7 @@ impl EntryOptions {
 /// Rounds a duration up to whole milliseconds, as the wheel does.
 pub(crate) fn ceil_millis(duration: Duration) -> u64 {
     let millis = duration.as_millis();
-    let rounded = if duration.subsec_nanos() % 1_000_000 == 0 {
+    let rounded = if duration.subsec_nanos().is_multiple_of(1_000_000) {
         millis
     } else {
         millis + 1

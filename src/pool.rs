@@ -85,6 +85,22 @@ pub(crate) enum Ran<I> {
     Cancelled,
 }
 
+/// A call's answer. The shard sends it once it has applied the call's
+/// outcome, so a caller that sees the reply also sees its effect: after a
+/// call that returned `Halt`, a `get` finds nothing, and after `Move`, a
+/// `get` of the new id finds the entry.
+pub(crate) struct PendingReply<H: Handler> {
+    reply: oneshot::Sender<Result<H::Reply, Error>>,
+    result: Result<H::Reply, Error>,
+}
+
+impl<H: Handler> PendingReply<H> {
+    /// Sends the answer; a caller that gave up is not an error.
+    pub(crate) fn send(self) {
+        let _ = self.reply.send(self.result);
+    }
+}
+
 /// A finished job, sent back to the job's shard.
 pub(crate) enum Done<H: Handler> {
     Callback {
@@ -102,6 +118,8 @@ pub(crate) enum Done<H: Handler> {
         due: Instant,
         /// `init` panicked and must run again before the next callback.
         needs_init: bool,
+        /// The answer of a call, sent by the shard after the outcome.
+        answer: Option<PendingReply<H>>,
     },
     Terminated,
 }
@@ -236,6 +254,8 @@ async fn run_batch<H: Handler>(ctx: &WorkerContext<H>, batch: Batch<H>, stats: &
 /// hands its payload back unrun: its entry was removed after the job was
 /// queued (a call then gets `NotFound`), or it is a perform and shutdown has
 /// begun.
+// Both variants are about as large as a job; the result is matched at once.
+#[allow(clippy::result_large_err)]
 fn check_start<H: Handler>(
     shard: &ShardShared,
     job: Job<H>,
@@ -292,6 +312,7 @@ fn check_start<H: Handler>(
         was_perform,
         due,
         needs_init,
+        answer: None,
     })
 }
 
@@ -304,6 +325,7 @@ struct Finished<H: Handler> {
     was_perform: bool,
     due: Instant,
     needs_init: bool,
+    answer: Option<PendingReply<H>>,
 }
 
 impl<H: Handler> Finished<H> {
@@ -318,6 +340,7 @@ impl<H: Handler> Finished<H> {
             was_perform: self.was_perform,
             due: self.due,
             needs_init: self.needs_init,
+            answer: self.answer,
         }
     }
 }
@@ -363,6 +386,7 @@ async fn run_job<H: Handler>(
                 was_perform: true,
                 due,
                 needs_init: false,
+                answer: None,
             })
         }
         Job::Call {
@@ -389,24 +413,25 @@ async fn run_job<H: Handler>(
                     was_perform: false,
                     due: now,
                     needs_init,
+                    answer: None,
                 });
             }
             if needs_init {
                 match init_guarded(ctx, &id, payload, on_wait).await {
                     Ok(ready) => payload = ready,
                     Err((backup, ran)) => {
-                        if let Ran::Panicked(message) = &ran {
-                            let _ = reply.send(Err(Error::Panicked {
+                        let result = match &ran {
+                            Ran::Panicked(message) => Err(Error::Panicked {
                                 id: format!("{id:?}"),
                                 message: message.clone(),
-                            }));
-                        } else {
-                            let _ = reply.send(Err(Error::ShuttingDown));
-                        }
+                            }),
+                            _ => Err(Error::ShuttingDown),
+                        };
                         stats.record_call(&ran);
-                        return Some(Finished::init_failed(
-                            slot, generation, backup, ran, false, now,
-                        ));
+                        let mut finished =
+                            Finished::init_failed(slot, generation, backup, ran, false, now);
+                        finished.answer = Some(PendingReply { reply, result });
+                        return Some(finished);
                     }
                 }
             }
@@ -416,23 +441,16 @@ async fn run_job<H: Handler>(
                 on_wait,
             )
             .await;
-            let ran = match result {
-                Ok((answer, outcome)) => {
-                    // The caller may have given up; a closed channel is fine.
-                    let _ = reply.send(Ok(answer));
-                    Ran::Outcome(outcome)
-                }
+            let (ran, result) = match result {
+                Ok((answer, outcome)) => (Ran::Outcome(outcome), Ok(answer)),
                 Err(Ran::Panicked(message)) => {
-                    let _ = reply.send(Err(Error::Panicked {
+                    let error = Error::Panicked {
                         id: format!("{id:?}"),
                         message: message.clone(),
-                    }));
-                    Ran::Panicked(message)
+                    };
+                    (Ran::Panicked(message), Err(error))
                 }
-                Err(other) => {
-                    let _ = reply.send(Err(Error::ShuttingDown));
-                    other
-                }
+                Err(other) => (other, Err(Error::ShuttingDown)),
             };
             stats.record_call(&ran);
             Some(Finished {
@@ -443,6 +461,7 @@ async fn run_job<H: Handler>(
                 was_perform: false,
                 due: now,
                 needs_init: false,
+                answer: Some(PendingReply { reply, result }),
             })
         }
         Job::Cast {
@@ -480,6 +499,7 @@ async fn run_job<H: Handler>(
                 was_perform: false,
                 due: now,
                 needs_init: false,
+                answer: None,
             })
         }
         Job::Terminate {
@@ -536,6 +556,7 @@ impl<H: Handler> Finished<H> {
             was_perform,
             due,
             needs_init: true,
+            answer: None,
         }
     }
 }

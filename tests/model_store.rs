@@ -28,7 +28,7 @@ impl Handler for Counter {
 
     async fn perform(&self, _id: &u64, payload: &mut u64) -> Outcome<u64> {
         *payload += 1;
-        if *payload % 5 == 0 {
+        if (*payload).is_multiple_of(5) {
             Outcome::Halt
         } else {
             Outcome::Continue
@@ -141,7 +141,7 @@ impl Model {
             let entry = self.entries.get_mut(&id).unwrap();
             entry.payload += 1;
             entry.performs += 1;
-            if entry.payload % 5 == 0 {
+            if entry.payload.is_multiple_of(5) {
                 let entry = self.entries.remove(&id).unwrap();
                 self.terminated
                     .push((id, entry.payload, TerminateReason::Halted));

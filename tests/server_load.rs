@@ -165,7 +165,7 @@ async fn run_client(client: Client, base: Arc<String>, number: usize, until: Ins
         let get = status_of(client.get(&url)).await;
         tally.count("GET", get, StatusCode::OK);
 
-        if sequence % 2 == 0 {
+        if sequence.is_multiple_of(2) {
             tally.kept.push(id);
             continue;
         }

@@ -276,7 +276,7 @@ async fn churn(spec: &RunSpec) -> Value {
             }));
         }
         ticks += 1;
-        if ticks % 50 == 0 {
+        if ticks.is_multiple_of(50) {
             rss_peak.fetch_max(measure::rss_bytes(), Ordering::Relaxed);
         }
         tokio::time::sleep(Duration::from_millis(1)).await;

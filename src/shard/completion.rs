@@ -15,7 +15,7 @@ use crate::handler::{Handler, Outcome, OutcomeKind, TerminateReason};
 use crate::options::{
     clamp_interval, Cadence, EntryOptions, FirstRun, Interval, PackedInterval, MAX_INTERVAL,
 };
-use crate::pool::{Done, Ran};
+use crate::pool::{Done, PendingReply, Ran};
 use crate::Id;
 
 /// Panics of one entry within the current restart window.
@@ -58,6 +58,7 @@ impl<H: Handler> Shard<H> {
             was_perform,
             due,
             needs_init,
+            mut answer,
         } = done
         else {
             self.terminating -= 1;
@@ -82,6 +83,9 @@ impl<H: Handler> Shard<H> {
                 .unwrap_or(TerminateReason::Deleted);
             self.log_panic(&entry.id, &ran);
             self.terminate(entry.id, payload, reason);
+            if let Some(answer) = answer {
+                answer.send();
+            }
             return;
         }
 
@@ -101,14 +105,22 @@ impl<H: Handler> Shard<H> {
         }
 
         let alive = match ran {
-            Ran::Outcome(outcome) => {
-                self.apply_outcome(slot, outcome, was_perform, due, finished, now)
-            }
+            Ran::Outcome(outcome) => self.apply_outcome(
+                slot,
+                outcome,
+                was_perform,
+                (due, finished, now),
+                &mut answer,
+            ),
             Ran::Panicked(message) => {
                 self.apply_panic_policy(slot, message, was_perform, due, finished, now)
             }
             Ran::Skipped | Ran::Cancelled => true,
         };
+        // The caller of a call hears back only now that its outcome applies.
+        if let Some(answer) = answer {
+            answer.send();
+        }
         if alive {
             self.start_next_waiter(slot, now);
         }
@@ -120,9 +132,8 @@ impl<H: Handler> Shard<H> {
         slot: u32,
         outcome: Outcome<H::Id>,
         was_perform: bool,
-        due: Instant,
-        finished: Instant,
-        now: Instant,
+        (due, finished, now): (Instant, Instant, Instant),
+        answer: &mut Option<PendingReply<H>>,
     ) -> bool {
         match outcome {
             Outcome::Continue => {
@@ -157,7 +168,7 @@ impl<H: Handler> Shard<H> {
                     }
                     return true;
                 }
-                self.move_entry(slot, new_id, now);
+                self.move_entry(slot, new_id, now, answer.take());
                 false
             }
         }
@@ -178,7 +189,17 @@ impl<H: Handler> Shard<H> {
     }
 
     /// Removes `slot` and inserts its payload and options under `new_id`.
-    fn move_entry(&mut self, slot: u32, new_id: H::Id, now: Instant) {
+    ///
+    /// A call's `answer` goes out only once the insert is in the target
+    /// shard's queue, so whatever the caller sends next to the new id comes
+    /// after the insert.
+    fn move_entry(
+        &mut self,
+        slot: u32,
+        new_id: H::Id,
+        now: Instant,
+        answer: Option<PendingReply<H>>,
+    ) {
         let entry = &self.slab[slot as usize];
         let payload = entry
             .payload
@@ -199,9 +220,16 @@ impl<H: Handler> Shard<H> {
         let target = (new_id.stable_hash() % self.ctx.config.shards as u64) as usize;
         if target == self.ctx.index {
             self.put(new_id, payload, options, PutMode::Upsert, now);
+            if let Some(answer) = answer {
+                answer.send();
+            }
             return;
         }
         let Some(peer) = self.ctx.peers[target].upgrade() else {
+            // Every manager handle is gone; nobody can read the new id.
+            if let Some(answer) = answer {
+                answer.send();
+            }
             return;
         };
         let command = Command::Put {
@@ -213,10 +241,21 @@ impl<H: Handler> Shard<H> {
         };
         // Never wait on another shard's full queue here: two shards moving
         // entries to each other would deadlock.
-        if let Err(TrySendError::Full(command)) = peer.try_send(command) {
-            tokio::spawn(async move {
-                let _ = peer.send(command).await;
-            });
+        match peer.try_send(command) {
+            Err(TrySendError::Full(command)) => {
+                tokio::spawn(async move {
+                    let _ = peer.send(command).await;
+                    if let Some(answer) = answer {
+                        answer.send();
+                    }
+                });
+            }
+            // Queued, or the target shard has stopped (shutdown).
+            Ok(()) | Err(TrySendError::Closed(_)) => {
+                if let Some(answer) = answer {
+                    answer.send();
+                }
+            }
         }
     }
 

@@ -135,13 +135,13 @@ pub async fn generate(base_url: &str, duration: Duration) -> LoadReport {
             });
         }
 
-        if step % 3 == 0 && step >= 1 {
+        if step.is_multiple_of(3) && step >= 1 {
             send(&client, Method::GET, &key_url(step - 1), None, &report).await;
         }
-        if step % 7 == 0 && step >= 2 {
+        if step.is_multiple_of(7) && step >= 2 {
             send(&client, Method::DELETE, &key_url(step - 2), None, &report).await;
         }
-        if step % 50 == 0 {
+        if step.is_multiple_of(50) {
             let invalid = r#"{"every": "0s"}"#.to_string();
             send(
                 &client,
@@ -152,7 +152,7 @@ pub async fn generate(base_url: &str, duration: Duration) -> LoadReport {
             )
             .await;
         }
-        if step % 100 == 0 {
+        if step.is_multiple_of(100) {
             let unknown = format!("{base_url}/v1/unknown");
             send(&client, Method::GET, &unknown, None, &report).await;
         }
@@ -168,7 +168,7 @@ pub async fn generate(base_url: &str, duration: Duration) -> LoadReport {
 
 /// Returns the body of the put of step `step`.
 fn registration(step: u64) -> String {
-    let first_run = if step % 5 == 0 {
+    let first_run = if step.is_multiple_of(5) {
         r#", "first_run": "immediately""#
     } else {
         ""
