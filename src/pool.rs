@@ -3,7 +3,7 @@
 //! Shards hand due work to the pool in batches (one channel send per batch,
 //! not per perform), and workers hand each batch's payloads back to its
 //! shard in one message. A worker runs the jobs of a batch one after
-//! another; when a job's callback has to wait (its first poll returns
+//! another. When a job's callback has to wait (its first poll returns
 //! `Pending`), the rest of the batch goes back to the queue for other
 //! workers, so a slow callback delays only its own id. The pool size is
 //! therefore the number of callbacks that can wait at the same time.
@@ -71,7 +71,7 @@ pub(crate) enum Job<H: Handler> {
     },
 }
 
-/// What a callback did, as the shard applies it.
+/// The result of a callback, as the shard applies it.
 pub(crate) enum Ran<I> {
     /// The callback returned this outcome.
     Outcome(Outcome<I>),

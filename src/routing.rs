@@ -86,7 +86,7 @@ impl<I: Id> Ring<I> {
     }
 
     /// Removes an id's points. A point another id also hashed to is kept
-    /// if that id holds it.
+    /// if that id owns it.
     pub(crate) fn remove(&self, id: &I) {
         let base = id.stable_hash().to_le_bytes();
         let mut points = self

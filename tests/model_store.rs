@@ -82,7 +82,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// The reference: what the contract says each operation does.
+/// The reference: the effect the contract specifies for each operation.
 #[derive(Default)]
 struct Model {
     now: u64,

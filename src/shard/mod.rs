@@ -11,9 +11,9 @@
 //!
 //! # The loop
 //!
-//! Each turn collects, up to a budget each, finished jobs, commands and
-//! expired timers; applies them in that order; then hands the due work to
-//! the pool in batches. The budgets keep one turn short, so a burst of due
+//! Each turn collects finished jobs, commands and expired timers, up to a
+//! budget each, and applies them in that order. Then it hands the due work
+//! to the pool in batches. The budgets keep one turn short, so a burst of due
 //! timers never freezes calls and commands for long.
 //!
 //! # Timers and stale work
