@@ -26,9 +26,29 @@ use super::routes::AppState;
 
 /// Minimum token length, in bytes. A shorter token could be guessed by
 /// sending requests.
+///
+/// # Example
+///
+/// ```
+/// use keywheel::server::{AuthToken, MIN_TOKEN_BYTES};
+///
+/// assert_eq!(MIN_TOKEN_BYTES, 16);
+/// assert!(AuthToken::new(&"a".repeat(MIN_TOKEN_BYTES)).is_ok());
+/// assert!(AuthToken::new(&"a".repeat(MIN_TOKEN_BYTES - 1)).is_err());
+/// ```
 pub const MIN_TOKEN_BYTES: usize = 16;
 
 /// Maximum token length, in bytes, well under any header size limit.
+///
+/// # Example
+///
+/// ```
+/// use keywheel::server::{AuthToken, MAX_TOKEN_BYTES};
+///
+/// assert_eq!(MAX_TOKEN_BYTES, 4096);
+/// assert!(AuthToken::new(&"a".repeat(MAX_TOKEN_BYTES)).is_ok());
+/// assert!(AuthToken::new(&"a".repeat(MAX_TOKEN_BYTES + 1)).is_err());
+/// ```
 pub const MAX_TOKEN_BYTES: usize = 4096;
 
 /// The routes that `protect_metrics` covers. Without it they stay open, so
@@ -63,6 +83,10 @@ impl AuthToken {
     /// # Errors
     ///
     /// A message that states the rule. It never contains the token.
+    ///
+    /// # Example
+    ///
+    /// See the example on [`AuthToken`].
     pub fn new(token: &str) -> Result<AuthToken, String> {
         check_token(token)?;
         Ok(AuthToken {
@@ -77,6 +101,19 @@ impl AuthToken {
     ///
     /// The file cannot be read, is empty, or contains an invalid token. The
     /// message names the file, never its content.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use keywheel::server::AuthToken;
+    ///
+    /// let path = std::env::temp_dir().join(format!("keywheel-token-{}", std::process::id()));
+    /// std::fs::write(&path, "s3cret-token-0123456789\r\n").unwrap();
+    /// let token = AuthToken::from_file(&path).expect("a valid token file");
+    /// std::fs::remove_file(&path).unwrap();
+    ///
+    /// assert!(token.matches("s3cret-token-0123456789"));
+    /// ```
     pub fn from_file(path: &Path) -> anyhow::Result<AuthToken> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("failed to read the auth token file {}", path.display()))?;
@@ -101,6 +138,10 @@ impl AuthToken {
     /// Returns true if `presented` is this token. The time taken does not
     /// depend on where the two differ nor on the presented length, because
     /// the comparison runs over fixed-size digests in constant time.
+    ///
+    /// # Example
+    ///
+    /// See the example on [`AuthToken`].
     pub fn matches(&self, presented: &str) -> bool {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         self.digest.ct_eq(&digest).into()
@@ -123,11 +164,26 @@ impl Eq for AuthToken {}
 
 /// The text of `--auth-token` as given, before it is checked. `Debug`
 /// redacts it, so printing the parsed flags never shows the token.
+///
+/// # Example
+///
+/// ```
+/// use keywheel::server::{AuthToken, TokenText};
+///
+/// let text: TokenText = "s3cret-token-0123456789".parse().unwrap();
+/// assert_eq!(format!("{text:?}"), "TokenText(<redacted>)");
+/// assert_eq!(text.expose(), "s3cret-token-0123456789");
+/// assert!(AuthToken::new(text.expose()).is_ok());
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct TokenText(String);
 
 impl TokenText {
     /// Returns the token text, for building an [`AuthToken`].
+    ///
+    /// # Example
+    ///
+    /// See the example on [`TokenText`].
     pub fn expose(&self) -> &str {
         &self.0
     }

@@ -22,6 +22,24 @@ const REQUEST_TIMEOUT_MARGIN: Duration = Duration::from_secs(10);
 
 /// Flags of `keywheel serve`. Every flag can also be set by the
 /// environment variable named in its help.
+///
+/// # Example
+///
+/// ```
+/// use clap::Parser;
+/// use keywheel::server::ServeArgs;
+///
+/// #[derive(Parser)]
+/// struct Cli {
+///     #[command(flatten)]
+///     serve: ServeArgs,
+/// }
+///
+/// let cli = Cli::try_parse_from(["keywheel", "--shards", "4", "--max-id-bytes", "64"]).unwrap();
+/// assert_eq!(cli.serve.shards, Some(4));
+/// assert_eq!(cli.serve.max_id_bytes, Some(64));
+/// assert_eq!(cli.serve.workers, None);
+/// ```
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeArgs {
     /// Address and port to listen on [default: 127.0.0.1:7878]
@@ -121,6 +139,16 @@ pub struct ServeArgs {
 }
 
 /// Format of log lines on stderr.
+///
+/// # Example
+///
+/// ```
+/// use clap::ValueEnum;
+/// use keywheel::server::LogFormat;
+///
+/// assert_eq!(LogFormat::default(), LogFormat::Text);
+/// assert_eq!(LogFormat::from_str("json", false), Ok(LogFormat::Json));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -163,6 +191,16 @@ struct FileConfig {
 }
 
 /// The settings of one run: the server's and the log format.
+///
+/// # Example
+///
+/// ```
+/// use keywheel::server::{LogFormat, Resolved, ServeArgs, ServeConfig};
+///
+/// let Resolved { config, log_format } = ServeArgs::default().resolve().unwrap();
+/// assert_eq!(config, ServeConfig::default());
+/// assert_eq!(log_format, LogFormat::Text);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
     /// Settings of the server.
@@ -179,6 +217,31 @@ impl ServeArgs {
     ///
     /// An unreadable or invalid config file (naming the file and the key),
     /// or a setting out of range ([`SettingError`](super::SettingError)).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use keywheel::server::{LogFormat, ServeArgs};
+    ///
+    /// let args = ServeArgs {
+    ///     shards: Some(4),
+    ///     call_timeout: Some(Duration::from_secs(60)),
+    ///     log_format: Some(LogFormat::Json),
+    ///     ..ServeArgs::default()
+    /// };
+    /// let resolved = args.resolve().unwrap();
+    ///
+    /// assert_eq!(resolved.config.shards, 4);
+    /// // The request and idle timeouts default to 10 s more than the timeout
+    /// // they must outlast, when that is longer than their own default.
+    /// assert_eq!(resolved.config.request_timeout, Duration::from_secs(70));
+    /// assert_eq!(resolved.config.idle_timeout, Duration::from_secs(80));
+    /// assert_eq!(resolved.log_format, LogFormat::Json);
+    ///
+    /// let invalid = ServeArgs { shards: Some(0), ..ServeArgs::default() };
+    /// assert!(invalid.resolve().unwrap_err().to_string().contains("--shards"));
+    /// ```
     pub fn resolve(&self) -> anyhow::Result<Resolved> {
         let file = match &self.config {
             Some(path) => read_config_file(path)?,
@@ -327,6 +390,19 @@ impl serde::de::Visitor<'_> for DurationVisitor {
 /// # Errors
 ///
 /// A subscriber is already installed.
+///
+/// # Example
+///
+/// ```no_run
+/// use keywheel::server::{init_logging, LogFormat};
+/// use tracing_subscriber::filter::LevelFilter;
+///
+/// # fn main() -> anyhow::Result<()> {
+/// init_logging(LogFormat::Json, LevelFilter::INFO)?;
+/// tracing::info!(port = 7878, "logged as one JSON object on stderr");
+/// # Ok(())
+/// # }
+/// ```
 pub fn init_logging(format: LogFormat, default_level: LevelFilter) -> anyhow::Result<()> {
     let filter = EnvFilter::builder()
         .with_default_directive(default_level.into())

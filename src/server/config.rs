@@ -9,17 +9,35 @@ use crate::{DEFAULT_SHARDS, DEFAULT_WORKERS, MAX_SHARDS};
 
 /// Default listen address: loopback only, so a fresh install is not
 /// reachable from other hosts until an operator chooses an address.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(keywheel::server::DEFAULT_LISTEN.to_string(), "127.0.0.1:7878");
+/// ```
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 7878);
 
 /// Default limit of an id, in bytes. Ids are stored once per entry and
 /// cloned for every callback, so they are meant to be short keys.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(keywheel::server::DEFAULT_MAX_ID_BYTES, 256);
+/// ```
 pub const DEFAULT_MAX_ID_BYTES: usize = 256;
 
 /// Highest `max_id_bytes` accepted.
 pub const MAX_ID_BYTES_LIMIT: usize = 4096;
 
 /// Default limit of a request body: 64 KiB.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(keywheel::server::DEFAULT_MAX_BODY_BYTES, 65_536);
+/// ```
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Lowest `max_body_bytes` accepted: room for a registration with a small payload.
@@ -31,9 +49,23 @@ pub const MAX_BODY_BYTES_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Default limit of a stored payload (its JSON text): 32 KiB. Payloads stay
 /// in memory for as long as their entry lives.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(keywheel::server::DEFAULT_MAX_PAYLOAD_BYTES, 32_768);
+/// ```
 pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 32 * 1024;
 
 /// Default deadline of a `get` or `complete` that waits for a busy entry.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+///
+/// assert_eq!(keywheel::server::DEFAULT_CALL_TIMEOUT, Duration::from_secs(5));
+/// ```
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Highest call timeout accepted.
@@ -41,12 +73,36 @@ pub const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Default time that open HTTP requests, and then in-flight alerts, get to
 /// finish at shutdown.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+///
+/// assert_eq!(keywheel::server::DEFAULT_DRAIN_GRACE, Duration::from_secs(10));
+/// ```
 pub const DEFAULT_DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 /// Default limit on the whole handling of one HTTP request, body included.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+///
+/// assert_eq!(keywheel::server::DEFAULT_REQUEST_TIMEOUT, Duration::from_secs(15));
+/// ```
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Default timeout of one webhook delivery.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+///
+/// assert_eq!(keywheel::server::DEFAULT_WEBHOOK_TIMEOUT, Duration::from_secs(2));
+/// ```
 pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Highest drain grace, request timeout and idle timeout accepted.
@@ -54,10 +110,22 @@ pub const MAX_GRACE: Duration = Duration::from_secs(3600);
 
 /// Default limit on the number of entries. An entry with a small payload
 /// takes a few hundred bytes, so the default stays within a few GB.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(keywheel::server::DEFAULT_MAX_ENTRIES, 10_000_000);
+/// ```
 pub const DEFAULT_MAX_ENTRIES: usize = 10_000_000;
 
 /// Default limit on open HTTP connections. Each costs a task, buffers and a
 /// file descriptor; clients over the limit wait in the accept backlog.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(keywheel::server::DEFAULT_MAX_CONNECTIONS, 1024);
+/// ```
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// Highest `max_connections` accepted.
@@ -65,10 +133,24 @@ pub const MAX_CONNECTIONS_LIMIT: usize = 1 << 20;
 
 /// Default time after which a connection with no traffic in either
 /// direction is closed.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+///
+/// assert_eq!(keywheel::server::DEFAULT_IDLE_TIMEOUT, Duration::from_secs(60));
+/// ```
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Default capacity of each shard's command queue, as in the library. A
 /// request that finds its shard's queue full gets 503 at once.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(keywheel::server::DEFAULT_COMMAND_CAPACITY, 1024);
+/// ```
 pub const DEFAULT_COMMAND_CAPACITY: usize = 1024;
 
 /// Highest `command_capacity` accepted, as in the library.
@@ -171,6 +253,26 @@ impl Default for ServeConfig {
 ///
 /// The message names the flag, the environment variable and the config
 /// file key that set it, because the value may have come from any of them.
+///
+/// # Example
+///
+/// ```
+/// use keywheel::server::ServeConfig;
+///
+/// let config = ServeConfig { shards: 0, ..ServeConfig::default() };
+/// let error = config.validate().unwrap_err();
+///
+/// assert_eq!(error.key, "shards");
+/// assert_eq!(error.value, "0");
+/// assert_eq!(error.rule, "must be between 1 and 4096");
+/// assert_eq!(error.flag(), "--shards");
+/// assert_eq!(error.env(), "KEYWHEEL_SHARDS");
+/// assert_eq!(
+///     error.to_string(),
+///     "invalid --shards value 0: must be between 1 and 4096 \
+///      (set by --shards, KEYWHEEL_SHARDS or `shards` in the config file)"
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SettingError {
     /// The config file key, such as `max_body_bytes`.
@@ -191,11 +293,19 @@ impl SettingError {
     }
 
     /// Returns the command-line flag of the setting, such as `--max-body-bytes`.
+    ///
+    /// # Example
+    ///
+    /// See the example on [`SettingError`].
     pub fn flag(&self) -> String {
         format!("--{}", self.key.replace('_', "-"))
     }
 
     /// Returns the environment variable of the setting, such as `KEYWHEEL_MAX_BODY_BYTES`.
+    ///
+    /// # Example
+    ///
+    /// See the example on [`SettingError`].
     pub fn env(&self) -> String {
         format!("KEYWHEEL_{}", self.key.to_ascii_uppercase())
     }
@@ -224,6 +334,20 @@ impl ServeConfig {
     /// # Errors
     ///
     /// [`SettingError`] for the first setting out of range.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use keywheel::server::ServeConfig;
+    ///
+    /// assert_eq!(ServeConfig::default().validate(), Ok(()));
+    ///
+    /// let config = ServeConfig {
+    ///     listen: "0.0.0.0:7878".parse().unwrap(),
+    ///     ..ServeConfig::default()
+    /// };
+    /// assert_eq!(config.validate().unwrap_err().key, "listen");
+    /// ```
     pub fn validate(&self) -> Result<(), SettingError> {
         check_count("shards", self.shards, 1, MAX_SHARDS)?;
         check_count("workers", self.workers, 1, crate::MAX_WORKERS)?;
@@ -292,6 +416,21 @@ impl ServeConfig {
 
     /// Returns the maximum webhook deliveries in flight: the setting, or
     /// half of the workers (at least 1).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use keywheel::server::ServeConfig;
+    ///
+    /// let mut config = ServeConfig { workers: 8, ..ServeConfig::default() };
+    /// assert_eq!(config.effective_webhook_concurrency(), 4);
+    ///
+    /// config.workers = 1;
+    /// assert_eq!(config.effective_webhook_concurrency(), 1);
+    ///
+    /// config.webhook_concurrency = Some(3);
+    /// assert_eq!(config.effective_webhook_concurrency(), 3);
+    /// ```
     pub fn effective_webhook_concurrency(&self) -> usize {
         self.webhook_concurrency
             .unwrap_or((self.workers / 2).max(1))

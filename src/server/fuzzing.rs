@@ -11,6 +11,23 @@ use super::input::{self, parse_id};
 use crate::EntryOptions;
 
 /// A registration the route would pass to the manager.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use keywheel::server::fuzzing::{decode_put, Limits};
+///
+/// let limits = Limits { max_id_bytes: 256, max_body_bytes: 65_536, max_payload_bytes: 32_768 };
+/// let body = br#"{"every": "30s", "payload": {"order": 7}, "max_alerts": 3}"#;
+/// let accepted = decode_put("order-7", Some("if_absent=true"), Some(b"application/json"), body, &limits)
+///     .expect("a valid registration");
+///
+/// assert_eq!(accepted.id, "order-7");
+/// assert!(accepted.if_absent);
+/// assert_eq!(accepted.payload, r#"{"order": 7}"#);
+/// assert_eq!(accepted.max_alerts.map(|max| max.get()), Some(3));
+/// ```
 #[derive(Debug)]
 pub struct Accepted {
     /// The checked id.
@@ -26,6 +43,16 @@ pub struct Accepted {
 }
 
 /// A rejection: the status and the JSON body the route would send.
+///
+/// # Example
+///
+/// ```
+/// use keywheel::server::fuzzing::decode_id;
+///
+/// let rejected = decode_id("order 7", 256).unwrap_err();
+/// assert_eq!(rejected.status, 400);
+/// assert!(rejected.body.contains(r#""field":"id""#));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejected {
     /// HTTP status code.
@@ -40,6 +67,22 @@ pub struct Rejected {
 /// # Errors
 ///
 /// The response the route would send for invalid input.
+///
+/// # Example
+///
+/// ```
+/// use keywheel::server::fuzzing::{decode_put, Limits};
+///
+/// let limits = Limits { max_id_bytes: 256, max_body_bytes: 65_536, max_payload_bytes: 32_768 };
+/// let ok = decode_put("order-7", None, Some(b"application/json"), br#"{"every": "1s"}"#, &limits);
+/// assert!(ok.is_ok());
+///
+/// let wrong_type = decode_put("order-7", None, Some(b"text/plain"), br#"{"every": "1s"}"#, &limits);
+/// assert_eq!(wrong_type.unwrap_err().status, 415);
+///
+/// let no_interval = decode_put("order-7", None, Some(b"application/json"), b"{}", &limits);
+/// assert_eq!(no_interval.unwrap_err().status, 400);
+/// ```
 pub fn decode_put(
     id: &str,
     query: Option<&str>,
@@ -63,6 +106,16 @@ pub fn decode_put(
 /// # Errors
 ///
 /// The response the route would send for an invalid id.
+///
+/// # Example
+///
+/// ```
+/// use keywheel::server::fuzzing::decode_id;
+///
+/// assert_eq!(decode_id("order-7", 256), Ok("order-7".to_string()));
+/// assert_eq!(decode_id("order-7", 4).unwrap_err().status, 400);
+/// assert_eq!(decode_id("", 256).unwrap_err().status, 400);
+/// ```
 pub fn decode_id(id: &str, max_id_bytes: usize) -> Result<String, Rejected> {
     parse_id(id, max_id_bytes)
         .map(|id| id.to_string())

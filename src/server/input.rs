@@ -17,6 +17,17 @@ use super::errors::{excerpt, ApiError};
 use crate::{EntryOptions, FirstRun, OptionsError, MAX_INTERVAL};
 
 /// The size limits of client input, in bytes.
+///
+/// # Example
+///
+/// ```
+/// use keywheel::server::fuzzing::{decode_put, Limits};
+///
+/// let limits = Limits { max_id_bytes: 8, max_body_bytes: 1024, max_payload_bytes: 512 };
+/// let body = br#"{"every": "30s"}"#;
+/// assert!(decode_put("order-7", None, Some(b"application/json"), body, &limits).is_ok());
+/// assert!(decode_put("order-777", None, Some(b"application/json"), body, &limits).is_err());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Maximum id length.

@@ -96,10 +96,41 @@ use watchdog::WatchdogMetrics;
 use webhook::Webhook;
 
 /// The `manager` label of the watchdog's metrics.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(keywheel::server::MANAGER_NAME, "watchdog");
+/// ```
 pub const MANAGER_NAME: &str = "watchdog";
 
 /// A bound watchdog server: the listener is open and the manager runs;
 /// [`run`](Server::run) serves requests.
+///
+/// # Example
+///
+/// ```no_run
+/// use std::net::SocketAddr;
+/// use keywheel::server::{ServeConfig, Server};
+///
+/// # async fn run() -> anyhow::Result<()> {
+/// let config = ServeConfig {
+///     listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+///     ..ServeConfig::default()
+/// };
+/// let server = Server::bind(config).await?;
+/// assert_ne!(server.local_addr().port(), 0);
+/// assert_eq!(server.manager().len(), 0);
+///
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// let serving = tokio::spawn(server.run(async {
+///     let _ = stopped.await;
+/// }));
+/// stop.send(()).ok();
+/// serving.await??;
+/// # Ok(())
+/// # }
+/// ```
 pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
@@ -116,6 +147,10 @@ impl Server {
     ///
     /// An invalid setting, an invalid webhook URL, a listen address that
     /// cannot be bound, or another metrics recorder already installed.
+    ///
+    /// # Example
+    ///
+    /// See the example on [`Server`].
     pub async fn bind(config: ServeConfig) -> anyhow::Result<Server> {
         config.validate()?;
         let prometheus = telemetry::prometheus()?;
@@ -160,12 +195,20 @@ impl Server {
 
     /// Returns the address the server listens on (with the real port when
     /// port 0 was requested).
+    ///
+    /// # Example
+    ///
+    /// See the example on [`Server`].
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
     /// Returns the manager of the watches, for in-process figures such as
     /// `len()`, `performs()` and `lateness()`.
+    ///
+    /// # Example
+    ///
+    /// See the example on [`Server`], and the one on [`Watchdog`] for a put and a call.
     pub fn manager(&self) -> &Manager<Watchdog> {
         &self.manager
     }
@@ -179,6 +222,10 @@ impl Server {
     /// # Errors
     ///
     /// The HTTP server failed while accepting connections.
+    ///
+    /// # Example
+    ///
+    /// See the example on [`Server`].
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,

@@ -22,16 +22,48 @@ use super::errors::ApiError;
 use super::routes::AppState;
 
 /// HTTP requests, by `route` (the route template) and `status`.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(keywheel::server::HTTP_REQUESTS_TOTAL, "keywheel_http_requests_total");
+/// ```
 pub const HTTP_REQUESTS_TOTAL: &str = "keywheel_http_requests_total";
 /// Time from receiving a request to its response, by `route`, in seconds.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(
+///     keywheel::server::HTTP_REQUEST_DURATION_SECONDS,
+///     "keywheel_http_request_duration_seconds"
+/// );
+/// ```
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "keywheel_http_request_duration_seconds";
 
 /// Build metadata of the binary, by `version`. The value is always 1.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(keywheel::server::BUILD_INFO, "keywheel_build_info");
+/// ```
 pub const BUILD_INFO: &str = "keywheel_build_info";
 
 /// Upper bounds (seconds) of the HTTP duration histogram. A put or get
 /// on loopback typically takes well under a millisecond, and the slowest
 /// responses are bounded by the call timeout (5 s by default).
+///
+/// # Example
+///
+/// ```
+/// use keywheel::server::HTTP_DURATION_BUCKETS;
+///
+/// assert_eq!(HTTP_DURATION_BUCKETS.len(), 16);
+/// assert_eq!(HTTP_DURATION_BUCKETS.first(), Some(&0.0001));
+/// assert_eq!(HTTP_DURATION_BUCKETS.last(), Some(&10.0));
+/// assert!(HTTP_DURATION_BUCKETS.windows(2).all(|pair| pair[0] < pair[1]));
+/// ```
 pub const HTTP_DURATION_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
@@ -40,6 +72,17 @@ pub const HTTP_DURATION_BUCKETS: &[f64] = &[
 /// Upper bounds (seconds) of any histogram without bounds of its own. The
 /// exporter would otherwise render it as a summary, which Prometheus cannot
 /// aggregate across instances nor feed to `histogram_quantile`.
+///
+/// # Example
+///
+/// ```
+/// use keywheel::server::FALLBACK_SECONDS_BUCKETS;
+///
+/// assert_eq!(FALLBACK_SECONDS_BUCKETS.len(), 15);
+/// assert_eq!(FALLBACK_SECONDS_BUCKETS.first(), Some(&0.0005));
+/// assert_eq!(FALLBACK_SECONDS_BUCKETS.last(), Some(&30.0));
+/// assert!(FALLBACK_SECONDS_BUCKETS.windows(2).all(|pair| pair[0] < pair[1]));
+/// ```
 pub const FALLBACK_SECONDS_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
@@ -67,6 +110,19 @@ static INSTALL: Mutex<()> = Mutex::new(());
 /// # Errors
 ///
 /// Another recorder was installed in this process first.
+///
+/// # Example
+///
+/// ```no_run
+/// use keywheel::server::{prometheus, BUILD_INFO};
+///
+/// # fn main() -> anyhow::Result<()> {
+/// let handle = prometheus()?;
+/// let text = handle.render();
+/// assert!(text.contains(BUILD_INFO));
+/// # Ok(())
+/// # }
+/// ```
 pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
     if let Some(handle) = HANDLE.get() {
         return Ok(handle.clone());

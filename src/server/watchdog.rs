@@ -21,15 +21,45 @@ use super::webhook::Webhook;
 use crate::{Handler, Outcome, TerminateReason};
 
 /// Overdue alerts, by `manager`.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(keywheel::server::ALERTS_TOTAL, "keywheel_watchdog_alerts_total");
+/// ```
 pub const ALERTS_TOTAL: &str = "keywheel_watchdog_alerts_total";
 /// Entries removed after `max_alerts` alerts, by `manager`.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(keywheel::server::EXPIRED_TOTAL, "keywheel_watchdog_expired_total");
+/// ```
 pub const EXPIRED_TOTAL: &str = "keywheel_watchdog_expired_total";
 /// Entries created or replaced through `PUT /v1/keys/{id}`, by `manager`.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(keywheel::server::REGISTERED_TOTAL, "keywheel_watchdog_registered_total");
+/// ```
 pub const REGISTERED_TOTAL: &str = "keywheel_watchdog_registered_total";
 /// Entries completed through `POST /v1/keys/{id}/complete`, by `manager`.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(keywheel::server::COMPLETED_TOTAL, "keywheel_watchdog_completed_total");
+/// ```
 pub const COMPLETED_TOTAL: &str = "keywheel_watchdog_completed_total";
 /// Webhook deliveries, by `manager` and `result` (continue, reschedule,
 /// halt, rejected, failed, skipped).
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(keywheel::server::WEBHOOK_TOTAL, "keywheel_watchdog_webhook_total");
+/// ```
 pub const WEBHOOK_TOTAL: &str = "keywheel_watchdog_webhook_total";
 
 /// Minimum time between two log lines of one kind (overdue, expired,
@@ -69,6 +99,25 @@ pub(crate) fn describe() {
 }
 
 /// The state of one expected callback: the client's payload and the alert count.
+///
+/// # Example
+///
+/// ```
+/// use std::num::NonZeroU32;
+/// use std::sync::Arc;
+/// use std::time::SystemTime;
+/// use keywheel::server::Watch;
+/// use serde_json::value::RawValue;
+///
+/// let payload: Arc<RawValue> = RawValue::from_string(r#"{"order":7}"#.to_string()).unwrap().into();
+/// let watch = Watch::new(payload, NonZeroU32::new(3));
+///
+/// assert_eq!(watch.payload().get(), r#"{"order":7}"#);
+/// assert_eq!(watch.alerts(), 0);
+/// assert_eq!(watch.max_alerts(), NonZeroU32::new(3));
+/// assert!(watch.registered_at() <= SystemTime::now());
+/// assert!(watch.pending_for() < std::time::Duration::from_secs(60));
+/// ```
 #[derive(Debug, Clone)]
 pub struct Watch {
     payload: Arc<RawValue>,
@@ -81,6 +130,10 @@ pub struct Watch {
 impl Watch {
     /// Starts a watch of `payload` (any JSON text) at the current time;
     /// `max_alerts` of `None` alerts until the entry is completed or deleted.
+    ///
+    /// # Example
+    ///
+    /// See the example on [`Watch`].
     pub fn new(payload: Arc<RawValue>, max_alerts: Option<NonZeroU32>) -> Self {
         Watch {
             payload,
@@ -92,26 +145,46 @@ impl Watch {
     }
 
     /// Returns the client's payload, as the JSON text it sent.
+    ///
+    /// # Example
+    ///
+    /// See the example on [`Watch`].
     pub fn payload(&self) -> &Arc<RawValue> {
         &self.payload
     }
 
     /// Overdue alerts raised so far.
+    ///
+    /// # Example
+    ///
+    /// See the example on [`Watch`].
     pub fn alerts(&self) -> u32 {
         self.alerts
     }
 
     /// Returns the alert count at which the entry expires, if any.
+    ///
+    /// # Example
+    ///
+    /// See the example on [`Watch`].
     pub fn max_alerts(&self) -> Option<NonZeroU32> {
         self.max_alerts
     }
 
     /// Returns how long the callback has been pending, on the monotonic clock.
+    ///
+    /// # Example
+    ///
+    /// See the example on [`Watch`].
     pub fn pending_for(&self) -> Duration {
         self.registered.elapsed()
     }
 
     /// Returns the wall-clock time of the registration, for display only.
+    ///
+    /// # Example
+    ///
+    /// See the example on [`Watch`].
     pub fn registered_at(&self) -> SystemTime {
         self.registered_at
     }
@@ -122,6 +195,20 @@ impl Watch {
 }
 
 /// The request of a watchdog `call`.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use keywheel::server::{Completion, WatchRequest, Watchdog};
+/// use keywheel::Manager;
+///
+/// /// Completes the watch of `id`, or returns `None` when it has no entry.
+/// async fn complete(manager: &Manager<Watchdog>, id: &str) -> Option<Completion> {
+///     let id: Arc<str> = Arc::from(id);
+///     manager.call(&id, WatchRequest::Complete).await.ok().flatten()
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WatchRequest {
     /// The callback arrived: reply with the watch and remove the entry.
@@ -129,6 +216,32 @@ pub enum WatchRequest {
 }
 
 /// The reply to [`WatchRequest::Complete`].
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use keywheel::server::{Completion, WatchRequest, Watchdog};
+/// use keywheel::Manager;
+///
+/// /// Completes the watch of `id`, or returns `None` when it has no entry.
+/// async fn complete(manager: &Manager<Watchdog>, id: &str) -> Option<Completion> {
+///     let id: Arc<str> = Arc::from(id);
+///     manager.call(&id, WatchRequest::Complete).await.ok().flatten()
+/// }
+///
+/// /// Prints how long the callback of `id` was pending.
+/// async fn report(manager: &Manager<Watchdog>, id: &str) {
+///     if let Some(completion) = complete(manager, id).await {
+///         println!(
+///             "{id} completed after {:?} and {} alerts, payload {}",
+///             completion.pending_for,
+///             completion.alerts,
+///             completion.payload.get()
+///         );
+///     }
+/// }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Completion {
     /// The client's payload.
@@ -201,6 +314,31 @@ impl WatchdogMetrics {
 }
 
 /// The [`Handler`] of `keywheel serve`: each perform is one overdue alert.
+///
+/// # Example
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use keywheel::server::{ServeConfig, Server, Watch, WatchRequest};
+/// use keywheel::EntryOptions;
+/// use serde_json::value::RawValue;
+///
+/// # async fn run() -> anyhow::Result<()> {
+/// let server = Server::bind(ServeConfig::default()).await?;
+/// let manager = server.manager();
+///
+/// let id: Arc<str> = Arc::from("order-7");
+/// let payload: Arc<RawValue> = RawValue::from_string(r#"{"order":7}"#.to_string())?.into();
+/// let every = EntryOptions::every(Duration::from_secs(30));
+/// manager.put(id.clone(), Watch::new(payload, None), every).await?;
+///
+/// let completion = manager.call(&id, WatchRequest::Complete).await?;
+/// assert_eq!(completion.map(|done| done.alerts), Some(0));
+/// assert_eq!(manager.len(), 0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct Watchdog {
     metrics: Arc<WatchdogMetrics>,
