@@ -31,18 +31,26 @@ const CALL_RESULTS: [&str; 6] = [
 /// Values of the `result` label of `keywheel_casts_total`.
 const CAST_RESULTS: [&str; 4] = ["ok", "not_found", "shutting_down", "overloaded"];
 
-/// Returns the index in [`CALL_RESULTS`] of a caller's result.
-fn result_index<T>(result: &Result<T, Error>) -> usize {
+/// Returns the `result` label of a caller's result. Errors that a call or
+/// cast never returns (routing off, invalid options) count as
+/// `shutting_down`, the other case where nothing ran.
+fn result_label<T>(result: &Result<T, Error>) -> &'static str {
     match result {
-        Ok(_) => 0,
-        Err(Error::NotFound { .. } | Error::NoRoute) => 1,
-        Err(Error::Timeout { .. }) => 2,
-        Err(Error::Panicked { .. }) => 3,
-        Err(Error::ShuttingDown) => 4,
-        Err(Error::Overloaded { .. }) => 5,
-        Err(Error::RoutingOff | Error::InvalidOptions(_)) => 4,
+        Ok(_) => "ok",
+        Err(Error::NotFound { .. } | Error::NoRoute) => "not_found",
+        Err(Error::Timeout { .. }) => "timeout",
+        Err(Error::Panicked { .. }) => "panicked",
+        Err(Error::Overloaded { .. }) => "overloaded",
+        Err(Error::ShuttingDown | Error::RoutingOff | Error::InvalidOptions(_)) => "shutting_down",
     }
 }
+
+/// Returns the position of `label` in `labels`, or 0 (`ok`) for a label
+/// the list lacks.
+fn label_index(labels: &[&str], label: &str) -> usize {
+    labels.iter().position(|known| *known == label).unwrap_or(0)
+}
+
 const PANIC_CALLBACKS: [&str; 4] = ["perform", "call", "cast", "terminate"];
 const TERMINATE_REASONS: [&str; 6] = [
     "deleted", "replaced", "halted", "moved", "panicked", "shutdown",
@@ -96,20 +104,14 @@ impl Counters {
 
     /// Counts a call by the result its caller gets.
     pub(crate) fn count_call<T>(&self, result: &Result<T, Error>) {
-        self.calls[result_index(result)].increment(1);
+        self.calls[label_index(&CALL_RESULTS, result_label(result))].increment(1);
     }
 
     /// Counts a cast by the result its caller gets. A cast that panics
     /// later, on the pool, shows in `keywheel_panics_total` only.
     pub(crate) fn count_cast(&self, result: &Result<(), Error>) {
-        let index = match result_index(result) {
-            // A cast has no timeout or panic result for its caller.
-            1 => 1,
-            4 => 2,
-            5 => 3,
-            _ => 0,
-        };
-        self.casts[index].increment(1);
+        // A cast has no timeout or panic result for its caller.
+        self.casts[label_index(&CAST_RESULTS, result_label(result))].increment(1);
     }
 
     /// Counts an input rejected by options validation.

@@ -14,7 +14,7 @@ use crate::handler::{Handler, TerminateReason};
 use crate::manager::ShardReport;
 use crate::pool::Ran;
 
-/// Where a shard is in its life.
+/// The stage of a shard's life.
 pub(crate) enum Phase {
     Running,
     /// No new performs; waiting for in-flight callbacks to come back.

@@ -167,7 +167,7 @@ impl ShardShared {
     }
 }
 
-/// What a shard needs from its manager.
+/// The channels, settings and shared figures a shard gets from its manager.
 pub(crate) struct ShardContext<H: Handler> {
     pub(crate) index: usize,
     pub(crate) config: Arc<Config>,
@@ -194,7 +194,7 @@ pub(crate) struct Shard<H: Handler> {
     placeholder: Key,
     next_generation: u32,
     waiters: HashMap<u32, VecDeque<Waiter<H>>>,
-    /// Why each detached entry ended, keyed by slot.
+    /// The end reason of each detached entry, keyed by slot.
     detached: HashMap<u32, crate::handler::TerminateReason>,
     /// Recent panics per slot, for the restart limit.
     panics: HashMap<u32, completion::PanicWindow>,
@@ -285,7 +285,7 @@ impl<H: Handler> Shard<H> {
         let mut open = true;
 
         if let Poll::Ready(0) = self.ctx.done.poll_recv_many(cx, done, DONE_BUDGET) {
-            // Never closed while the shard runs: the pool holds its sender.
+            // Never closed while the shard runs, because the pool keeps its sender.
         }
         if self.phase.accepts_commands() {
             if let Poll::Ready(0) = self

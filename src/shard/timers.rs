@@ -36,7 +36,7 @@ pub(crate) const QUEUE_MAX_AGE: Duration = Duration::from_secs(400 * 24 * 60 * 6
 /// The width of a level-2 wheel slot: shard start times are spread over it.
 pub(crate) const CASCADE_PERIOD: Duration = Duration::from_millis(4096);
 
-/// What a shard stores in its queues: the slab slot of the entry and the
+/// The value a shard stores in its queues: the slab slot of the entry and the
 /// generation it had when the timer was set. A timer whose generation no
 /// longer matches its slot belongs to an entry that is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +45,7 @@ pub(crate) struct TimerRef {
     pub(crate) generation: u32,
 }
 
-/// A timer's key in the queue that holds it.
+/// A timer's key, with the queue that contains the timer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TimerKey {
     key: Key,
