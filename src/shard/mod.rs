@@ -148,7 +148,7 @@ impl ShardShared {
     /// worker has taken yet.
     ///
     /// NOTE: this assumes workers take performs in hand-over order, which
-    /// holds except when a callback waits and the rest of its batch moves to
+    /// is true except when a callback waits and the rest of its batch moves to
     /// another worker; performs waiting behind a call of their entry are not
     /// counted.
     pub(crate) fn oldest_due(&self) -> Option<Instant> {
