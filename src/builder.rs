@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Config, PanicPolicy, MAX_SHARDS, MAX_WORKERS};
-use crate::error::{ConfigError, OptionsError};
+use crate::error::{ConfigError, OpenError, OptionsError};
 use crate::handler::Handler;
 use crate::manager::Manager;
 use crate::options::EntryOptions;
+use crate::persist::Persistence;
 
 /// Configures and starts a [`Manager`]; made by [`Manager::builder`].
 ///
@@ -56,6 +57,7 @@ pub struct ManagerBuilder<H: Handler> {
     pub(crate) handler: H,
     pub(crate) config: Config,
     pub(crate) initial: Vec<(H::Id, H::Payload, EntryOptions)>,
+    pub(crate) persistence: Option<Persistence<H::Id, H::Payload>>,
 }
 
 impl<H: Handler> ManagerBuilder<H> {
@@ -64,6 +66,7 @@ impl<H: Handler> ManagerBuilder<H> {
             handler,
             config: Config::default(),
             initial: Vec::new(),
+            persistence: None,
         }
     }
 
@@ -359,6 +362,56 @@ impl<H: Handler> ManagerBuilder<H> {
         self
     }
 
+    /// Keeps the entries in a store, so they survive restarts (default: in
+    /// memory only). A manager with a store starts with
+    /// [`open`](ManagerBuilder::open), which reads the store back first;
+    /// [`build`](ManagerBuilder::build) refuses it.
+    ///
+    /// [`Persistence`](crate::Persistence#example) shows it.
+    pub fn persistence(mut self, persistence: Persistence<H::Id, H::Payload>) -> Self {
+        self.persistence = Some(persistence);
+        self
+    }
+
+    /// Checks the settings, starts the manager and, with
+    /// [`persistence`](ManagerBuilder::persistence), reads every stored
+    /// entry back before it returns. Initial entries are loaded only when
+    /// the store is empty (or there is no store). The manager is
+    /// [`State::Ready`](crate::State::Ready) when this returns.
+    ///
+    /// [`Persistence`](crate::Persistence#example) shows it.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError::Config`] for settings [`build`](ManagerBuilder::build)
+    /// would refuse; [`OpenError::Store`] when the store cannot be read or
+    /// holds a record that does not decode (it names the record, and
+    /// nothing is changed or deleted); [`OpenError::Initial`] when loading
+    /// the initial entries failed. Nothing keeps running after an error.
+    ///
+    /// # Panics
+    ///
+    /// Panics if called outside a tokio runtime.
+    pub async fn open(self) -> Result<Manager<H>, OpenError> {
+        self.check()?;
+        let ManagerBuilder {
+            handler,
+            config,
+            initial,
+            persistence,
+        } = self;
+        match persistence {
+            Some(persistence) => {
+                Manager::open(Arc::new(handler), config, initial, persistence).await
+            }
+            None => {
+                let manager = Manager::start(Arc::new(handler), config, initial);
+                manager.ready().await;
+                Ok(manager)
+            }
+        }
+    }
+
     /// Checks the settings and starts the manager's tasks (shards, workers,
     /// gauges and the initial load) on the current tokio runtime.
     ///
@@ -371,7 +424,9 @@ impl<H: Handler> ManagerBuilder<H> {
     /// [`ConfigError::OutOfRange`] names the setting and its allowed range
     /// (shards, workers, batch size, capacities, call timeout, overrun
     /// factor, gauge interval). [`ConfigError::InitialEntry`] names the
-    /// initial entry whose options are invalid. Nothing starts in either case.
+    /// initial entry whose options are invalid.
+    /// [`ConfigError::NeedsOpen`] says that a manager with a store starts
+    /// with [`open`](ManagerBuilder::open). Nothing starts in any case.
     ///
     /// # Panics
     ///
@@ -379,6 +434,9 @@ impl<H: Handler> ManagerBuilder<H> {
     /// runtime.
     pub fn build(self) -> Result<Manager<H>, ConfigError> {
         self.check()?;
+        if self.persistence.is_some() {
+            return Err(ConfigError::NeedsOpen);
+        }
         Ok(Manager::start(
             Arc::new(self.handler),
             self.config,
@@ -424,6 +482,30 @@ impl<H: Handler> ManagerBuilder<H> {
                 value: config.overrun_factor.to_string(),
                 rule: "must be a positive finite number".to_string(),
             });
+        }
+        if let Some(persistence) = &self.persistence {
+            let durations = [
+                (
+                    "flush_interval",
+                    persistence.flush_interval,
+                    Duration::from_millis(10),
+                ),
+                (
+                    "recovery_spread",
+                    persistence.recovery_spread,
+                    Duration::ZERO,
+                ),
+            ];
+            for (setting, value, min) in durations {
+                let max = Duration::from_secs(3600);
+                if value < min || value > max {
+                    return Err(ConfigError::OutOfRange {
+                        setting,
+                        value: format!("{value:?}"),
+                        rule: format!("must be between {min:?} and {max:?}"),
+                    });
+                }
+            }
         }
         for (id, _, options) in &self.initial {
             options

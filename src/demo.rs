@@ -225,8 +225,10 @@ pub async fn run_with(args: DemoArgs) -> anyhow::Result<DemoSummary> {
     args.validate()?;
     let started = Instant::now();
 
+    // The demo's watches are throwaway: it keeps nothing on disk.
     let mut config = ServeConfig {
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+        data_dir: None,
         ..ServeConfig::default()
     };
     if let Some(shards) = args.shards {

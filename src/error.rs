@@ -115,6 +115,24 @@ pub enum Error {
     /// The options of a `put` or `put_many` are invalid; nothing changed.
     #[error(transparent)]
     InvalidOptions(#[from] OptionsError),
+    /// The manager's [`Codec`](crate::Codec) could not encode an id or
+    /// payload of a `put` or `put_many`; nothing changed.
+    #[error("cannot store entry {id}: the codec refused it ({detail}); nothing changed")]
+    Codec {
+        /// The id, formatted with `Debug`.
+        id: String,
+        /// The codec's message.
+        detail: String,
+    },
+    /// The store failed to commit a write. The change is applied in memory
+    /// but may be gone after a restart, and the manager commits no further
+    /// writes; fix the cause the detail names (disk space, permissions, a
+    /// failing disk) and restart the program.
+    #[error("store write failed, so the change may not survive a restart: {detail}; no further writes are committed until the program restarts")]
+    Store {
+        /// What the store reported.
+        detail: String,
+    },
 }
 
 impl Error {
@@ -273,4 +291,33 @@ pub enum ConfigError {
         /// What is wrong with its options.
         error: OptionsError,
     },
+    /// [`ManagerBuilder::build`](crate::ManagerBuilder::build) was called
+    /// with persistence set.
+    #[error("a manager with persistence must read its store before it starts: call ManagerBuilder::open().await instead of build()")]
+    NeedsOpen,
+}
+
+/// Why [`ManagerBuilder::open`](crate::ManagerBuilder::open) failed. Nothing
+/// keeps running after it.
+///
+/// # Example
+///
+/// ```
+/// use keywheel::{ConfigError, OpenError};
+///
+/// let error = OpenError::from(ConfigError::NeedsOpen);
+/// assert!(error.to_string().contains("open"));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// A setting is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be read back.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Loading the initial entries into the empty store failed.
+    #[error("loading the initial entries failed: {0}")]
+    Initial(Error),
 }

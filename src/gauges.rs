@@ -48,6 +48,7 @@ struct Gauges {
     workers: Gauge,
     due_not_started: Gauge,
     oldest_overdue: Gauge,
+    store_queued: Gauge,
 }
 
 impl Gauges {
@@ -71,6 +72,7 @@ impl Gauges {
             workers: metrics::gauge!(names::POOL_WORKERS, labels()),
             due_not_started: metrics::gauge!(names::DUE_NOT_STARTED, labels()),
             oldest_overdue: metrics::gauge!(names::OLDEST_OVERDUE_SECONDS, labels()),
+            store_queued: metrics::gauge!(names::STORE_QUEUED_OPS, labels()),
         }
     }
 
@@ -95,5 +97,9 @@ impl Gauges {
             .set(inner.load.busy.load(Ordering::Relaxed) as f64);
         self.queued
             .set(inner.load.queued.load(Ordering::Relaxed) as f64);
+        if let Some(store) = &inner.store {
+            self.store_queued
+                .set(store.writer.queued.load(Ordering::Relaxed) as f64);
+        }
     }
 }

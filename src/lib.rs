@@ -199,20 +199,25 @@ mod log;
 mod manager;
 pub mod metrics;
 mod options;
+pub mod persist;
 mod pool;
 mod routing;
 #[cfg(feature = "server")]
 pub mod server;
 mod shard;
 mod stats;
+pub mod store;
 
 pub use builder::ManagerBuilder;
 pub use config::{
     PanicPolicy, DEFAULT_BATCH_SIZE, DEFAULT_SHARDS, DEFAULT_WORKERS, MAX_SHARDS, MAX_WORKERS,
 };
-pub use error::{ConfigError, Error, OptionsError, PutError};
+pub use error::{ConfigError, Error, OpenError, OptionsError, PutError};
 pub use handler::{Handler, Outcome, OutcomeKind, TerminateReason};
 pub use id::Id;
 pub use manager::{BulkPut, Manager, PutResult, ShutdownReport, Snapshot, State};
 pub use options::{Cadence, EntryOptions, FirstRun, Interval, MAX_INTERVAL, TICK};
+#[cfg(feature = "store")]
+pub use persist::JsonCodec;
+pub use persist::{Codec, CodecError, Persistence};
 pub use routing::POINTS_PER_ID;

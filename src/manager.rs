@@ -10,11 +10,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::builder::ManagerBuilder;
 use crate::config::Config;
-use crate::error::{Error, PutError};
+use crate::error::{Error, OpenError, PutError};
 use crate::handler::{Handler, OutcomeKind};
 use crate::options::{Cadence, EntryOptions, Interval};
+use crate::persist::committer::{self, Writer};
+use crate::persist::Persistence;
 use crate::pool::{run_worker, Batch, PoolLoad, WorkerContext};
 use crate::routing::Ring;
+use crate::shard::persist::{RestoreCounts, Restored, ShardPersist};
 use crate::shard::{Command, PutMode, Shard, ShardContext, ShardShared, BULK_SLICE};
 use crate::stats::ManagerStats;
 use crate::Id;
@@ -300,6 +303,16 @@ pub(crate) struct Inner<H: Handler> {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     ring: Option<Arc<Ring<H::Id>>>,
     report: tokio::sync::Mutex<Option<ShutdownReport>>,
+    /// The store's writer and commit thread, when persistence is on.
+    pub(crate) store: Option<StoreHandle>,
+    /// The store's codec, when persistence is on.
+    codec: Option<Arc<dyn crate::persist::Codec<H::Id, H::Payload>>>,
+}
+
+/// The store side of a manager with persistence.
+pub(crate) struct StoreHandle {
+    pub(crate) writer: Arc<Writer>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl<H: Handler> Inner<H> {
@@ -338,6 +351,158 @@ impl<H: Handler> Manager<H> {
         config: Config,
         initial: Vec<(H::Id, H::Payload, EntryOptions)>,
     ) -> Self {
+        let manager = Self::start_tasks(handler, config, None);
+        manager.spawn_initial_load(initial);
+        manager
+    }
+
+    /// Starts a manager with a store: reads every record back into the
+    /// shards, then loads `initial` if the store was empty, then becomes ready.
+    pub(crate) async fn open(
+        handler: Arc<H>,
+        config: Config,
+        initial: Vec<(H::Id, H::Payload, EntryOptions)>,
+        persistence: Persistence<H::Id, H::Payload>,
+    ) -> Result<Self, OpenError> {
+        let Persistence {
+            store,
+            codec,
+            flush_interval,
+            recovery_spread,
+            perform_changes,
+        } = persistence;
+        let description = store.describe();
+        let (writer, inbox) = committer::channel(first_version());
+        let seed = ShardPersistSeed {
+            codec: codec.clone(),
+            writer: writer.clone(),
+            perform_changes,
+            recovery_spread,
+        };
+        let shards = config.shards;
+        let name = config.name.clone();
+        let manager = Self::start_tasks(handler, config, Some(seed));
+        let started = std::time::Instant::now();
+
+        // The commit thread reads the store first and hands the entries over
+        // in slices, then commits writes until the manager closes it.
+        let (slices, mut incoming) = mpsc::channel::<(usize, Vec<Restored<H>>)>(4);
+        let (scan_done, scanned) = oneshot::channel();
+        let thread_writer = writer.state();
+        let thread = std::thread::Builder::new()
+            .name("keywheel-store".to_string())
+            .spawn(move || {
+                let mut store = store;
+                let result = crate::persist::scan(
+                    &mut *store,
+                    &*codec,
+                    shards,
+                    BULK_SLICE,
+                    &mut |shard, items| {
+                        let items = items
+                            .into_iter()
+                            .map(|(id, payload, head)| Restored { id, payload, head })
+                            .collect();
+                        slices.blocking_send((shard, items)).is_ok()
+                    },
+                );
+                drop(slices);
+                if let Ok(scanned) = &result {
+                    thread_writer.raise_version(scanned.max_version.saturating_add(1));
+                }
+                let ok = result.is_ok();
+                let _ = scan_done.send(result);
+                if ok {
+                    committer::run(store, inbox, thread_writer, &name);
+                }
+            });
+        let thread = match thread {
+            Ok(thread) => thread,
+            Err(error) => {
+                manager.abandon().await;
+                return Err(OpenError::Store(crate::store::StoreError::Io {
+                    path: std::path::PathBuf::from(description),
+                    operation: "start the store thread",
+                    source: error,
+                }));
+            }
+        };
+        if let Some(store) = &manager.inner.store {
+            *store.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(thread);
+        }
+
+        let mut replies = Vec::new();
+        while let Some((shard, items)) = incoming.recv().await {
+            let (reply, response) = oneshot::channel();
+            if manager.inner.shards[shard]
+                .send(Command::Restore { items, reply })
+                .await
+                .is_ok()
+            {
+                replies.push(response);
+            }
+        }
+        let scanned = match scanned.await {
+            Ok(Ok(scanned)) => scanned,
+            Ok(Err(error)) => {
+                manager.abandon().await;
+                return Err(OpenError::Store(error));
+            }
+            Err(_) => {
+                manager.abandon().await;
+                return Err(OpenError::Store(crate::store::StoreError::Damaged {
+                    path: std::path::PathBuf::from(description),
+                    detail:
+                        "reading the store stopped without a result (the store thread panicked)"
+                            .to_string(),
+                }));
+            }
+        };
+        let mut counts = RestoreCounts::default();
+        for response in replies {
+            if let Ok(part) = response.await {
+                counts.restored += part.restored;
+                counts.overdue += part.overdue;
+            }
+        }
+        let took = started.elapsed();
+        crate::metrics::record_recovery(
+            &manager.inner.config.name,
+            counts.restored,
+            counts.overdue,
+            took,
+        );
+        tracing::info!(
+            manager = %manager.inner.config.name,
+            store = %description,
+            records = scanned.records,
+            restored = counts.restored,
+            overdue = counts.overdue,
+            took_ms = took.as_millis() as u64,
+            "recovered entries from the store"
+        );
+
+        if scanned.records == 0 && !initial.is_empty() {
+            if let Err(error) = manager.bulk_put(initial, PutMode::IfAbsent).await {
+                manager.abandon().await;
+                return Err(OpenError::Initial(error));
+            }
+        }
+        manager.inner.state.send_replace(State::Ready);
+        spawn_flusher(Arc::downgrade(&manager.inner), flush_interval);
+        Ok(manager)
+    }
+
+    /// Stops a manager that failed to open: no `terminate`, no final writes.
+    async fn abandon(&self) {
+        if let Some(store) = &self.inner.store {
+            store.writer.close().await;
+        }
+        self.inner.state.send_replace(State::Ready);
+        self.shutdown_with(Duration::ZERO, false).await;
+    }
+
+    fn start_tasks(handler: Arc<H>, config: Config, persist: Option<ShardPersistSeed<H>>) -> Self {
         crate::metrics::describe();
         let config = Arc::new(config);
         let stats = Arc::new(ManagerStats::new(&config.name));
@@ -399,6 +564,12 @@ impl<H: Handler> Manager<H> {
                 shared: shared[index].clone(),
                 stats: stats.clone(),
                 hasher: hasher.clone(),
+                persist: persist.as_ref().map(|seed| ShardPersist {
+                    codec: seed.codec.clone(),
+                    writer: seed.writer.clone(),
+                    perform_changes: seed.perform_changes,
+                    recovery_spread: seed.recovery_spread,
+                }),
             });
             tasks.push(tokio::spawn(shard.run()));
         }
@@ -418,11 +589,15 @@ impl<H: Handler> Manager<H> {
                 tasks: Mutex::new(tasks),
                 ring,
                 report: tokio::sync::Mutex::new(None),
+                codec: persist.as_ref().map(|seed| seed.codec.clone()),
+                store: persist.map(|seed| StoreHandle {
+                    writer: seed.writer,
+                    thread: Mutex::new(None),
+                }),
             }),
         };
 
         crate::gauges::spawn(Arc::downgrade(&manager.inner));
-        manager.spawn_initial_load(initial);
         manager
     }
 
@@ -1286,6 +1461,23 @@ impl<H: Handler> Manager<H> {
                 return Err(error.into());
             }
         }
+        // Each shard encodes its slice again to write it; this first pass
+        // makes sure no shard inserts anything when one payload is refused.
+        if let Some(codec) = &self.inner.codec {
+            let mut scratch = Vec::new();
+            for (id, payload, _) in &entries {
+                scratch.clear();
+                let encoded = codec
+                    .encode_id(id, &mut scratch)
+                    .and_then(|()| codec.encode_payload(payload, &mut scratch));
+                if let Err(error) = encoded {
+                    return Err(Error::Codec {
+                        id: format!("{id:?}"),
+                        detail: error.to_string(),
+                    });
+                }
+            }
+        }
 
         let mut replies = Vec::new();
         for (shard, slices) in self.slice_by_shard(entries, |entry| &entry.0) {
@@ -1545,6 +1737,42 @@ impl<H: Handler> Manager<H> {
         self.inner.stats.performs()
     }
 
+    /// Returns what stopped the store from committing writes, if anything
+    /// has; `None` also for a manager without a store.
+    ///
+    /// After a failed commit every later write answers
+    /// [`Error::Store`](crate::Error::Store) and is kept in memory only, so
+    /// a program should report itself unhealthy and restart.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use keywheel::{Handler, Outcome};
+    /// # struct Noop;
+    /// # impl Handler for Noop {
+    /// #     type Id = u64;
+    /// #     type Payload = ();
+    /// #     type Request = ();
+    /// #     type Reply = ();
+    /// #     type Message = ();
+    /// #     async fn perform(&self, _id: &u64, _payload: &mut ()) -> Outcome<u64> {
+    /// #         Outcome::Continue
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let manager = keywheel::Manager::builder(Noop).build()?;
+    /// assert_eq!(manager.store_failure(), None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn store_failure(&self) -> Option<String> {
+        self.inner
+            .store
+            .as_ref()
+            .and_then(|store| store.writer.failure())
+    }
+
     /// Stops the manager and reports what it did.
     ///
     /// It first waits for the initial entries to be loaded. Then the state
@@ -1604,6 +1832,11 @@ impl<H: Handler> Manager<H> {
     /// # }
     /// ```
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        self.shutdown_with(grace, self.inner.config.terminate_on_shutdown)
+            .await
+    }
+
+    async fn shutdown_with(&self, grace: Duration, run_terminate: bool) -> ShutdownReport {
         let mut report_slot = self.inner.report.lock().await;
         if let Some(report) = *report_slot {
             return report;
@@ -1632,7 +1865,7 @@ impl<H: Handler> Manager<H> {
             let (reply, response) = oneshot::channel();
             let command = Command::Shutdown {
                 grace,
-                run_terminate: self.inner.config.terminate_on_shutdown,
+                run_terminate,
                 reply,
             };
             if sender.send(command).await.is_ok() {
@@ -1662,6 +1895,19 @@ impl<H: Handler> Manager<H> {
         for task in tasks {
             let _ = task.await;
         }
+        // The shards have sent their last writes: commit them and release
+        // the store, so it can be opened again as soon as this returns.
+        if let Some(store) = &self.inner.store {
+            store.writer.close().await;
+            let thread = store
+                .thread
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(thread) = thread {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+        }
         // The workers have flushed their tallies; hand the last lateness
         // samples to the metrics recorder.
         self.inner.stats.publish_lateness();
@@ -1671,6 +1917,44 @@ impl<H: Handler> Manager<H> {
         *report_slot = Some(report);
         report
     }
+}
+
+/// What every shard of a manager with a store gets.
+struct ShardPersistSeed<H: Handler> {
+    codec: Arc<dyn crate::persist::Codec<H::Id, H::Payload>>,
+    writer: Arc<Writer>,
+    perform_changes: bool,
+    recovery_spread: Duration,
+}
+
+/// The version of the first record a manager writes: the wall clock in ms,
+/// shifted so that about a million writes fit in each millisecond, so that
+/// versions keep growing across restarts unless the wall clock goes back.
+fn first_version() -> u64 {
+    crate::persist::record::unix_ms(std::time::SystemTime::now()) << 20
+}
+
+/// Asks every shard, once per `interval`, to write the payload changes of
+/// its callbacks. Ends when the manager stops or is dropped.
+fn spawn_flusher<H: Handler>(inner: std::sync::Weak<Inner<H>>, interval: Duration) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            if matches!(*inner.state.borrow(), State::Draining | State::Stopped) {
+                return;
+            }
+            for shard in &inner.shards {
+                // A full queue skips this round; the entries stay dirty.
+                let _ = shard.try_send(Command::Flush);
+            }
+        }
+    });
 }
 
 /// Returns `start + timeout`, capped at about 30 years ahead, so a timeout

@@ -99,6 +99,13 @@ impl<H: Handler> PendingReply<H> {
     pub(crate) fn send(self) {
         let _ = self.reply.send(self.result);
     }
+
+    /// Sends the answer once the store has committed the outcome's writes;
+    /// if that commit failed, the caller gets the store's error instead.
+    pub(crate) fn send_after(self, committed: Result<(), Error>) {
+        let result = committed.and(self.result);
+        let _ = self.reply.send(result);
+    }
 }
 
 /// A finished job, sent back to the job's shard.

@@ -20,13 +20,14 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 const LATENESS_MAX_MICROS: u64 = 3_600_000_000;
 
 /// Values of the `result` label of `keywheel_calls_total`.
-const CALL_RESULTS: [&str; 6] = [
+const CALL_RESULTS: [&str; 7] = [
     "ok",
     "not_found",
     "timeout",
     "panicked",
     "shutting_down",
     "overloaded",
+    "store_failed",
 ];
 /// Values of the `result` label of `keywheel_casts_total`.
 const CAST_RESULTS: [&str; 4] = ["ok", "not_found", "shutting_down", "overloaded"];
@@ -41,7 +42,13 @@ fn result_label<T>(result: &Result<T, Error>) -> &'static str {
         Err(Error::Timeout { .. }) => "timeout",
         Err(Error::Panicked { .. }) => "panicked",
         Err(Error::Overloaded { .. }) => "overloaded",
-        Err(Error::ShuttingDown | Error::RoutingOff | Error::InvalidOptions(_)) => "shutting_down",
+        Err(Error::Store { .. }) => "store_failed",
+        Err(
+            Error::ShuttingDown
+            | Error::RoutingOff
+            | Error::InvalidOptions(_)
+            | Error::Codec { .. },
+        ) => "shutting_down",
     }
 }
 
@@ -63,7 +70,7 @@ pub(crate) struct Counters {
     pub(crate) puts_exists: Counter,
     pub(crate) deletes: Counter,
     /// Calls by their result as the caller saw it, indexed like [`CALL_RESULTS`].
-    calls: [Counter; 6],
+    calls: [Counter; 7],
     /// Casts by their result as the caller saw it, indexed like [`CAST_RESULTS`].
     casts: [Counter; 4],
     pub(crate) clamped: Counter,

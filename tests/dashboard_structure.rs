@@ -16,13 +16,14 @@ use serde_json::{json, Value};
 const GRID_COLUMNS: u64 = 24;
 
 /// Rows in the order the dashboard shows them, below the top row of stats.
-const ROWS: [&str; 7] = [
+const ROWS: [&str; 8] = [
     "Throughput",
     "Lateness",
     "Worker pool",
     "Shards",
     "HTTP",
     "Watchdog",
+    "Store",
     "Process",
 ];
 

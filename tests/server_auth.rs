@@ -237,7 +237,14 @@ async fn start_child(
     String,
 ) {
     let mut child = Command::new(BINARY)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args([
+            "serve",
+            "--ephemeral",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
         .args(["--shards", "2", "--workers", "4"])
         .arg("--auth-token-file")
         .arg(token_file)

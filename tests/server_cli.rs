@@ -84,6 +84,29 @@ async fn inconsistent_limits_exit_2() {
 }
 
 #[tokio::test]
+async fn interval_range_outside_engine_limits_exits_2() {
+    let cases: [(&[&str], &str); 3] = [
+        (&["serve", "--max-interval", "366days"], "--max-interval"),
+        (&["serve", "--min-interval", "500us"], "--min-interval"),
+        (
+            &["serve", "--min-interval", "2m", "--max-interval", "1m"],
+            "--min-interval",
+        ),
+    ];
+    for (args, flag) in cases {
+        let (code, stderr) = run_to_exit(args, &[]).await;
+
+        assert_eq!(code, Some(2), "exit code of {args:?}; stderr: {stderr}");
+        assert!(stderr.contains(flag), "{args:?} names {flag}: {stderr}");
+    }
+    let (_, stderr) = run_to_exit(&["serve", "--max-interval", "366days"], &[]).await;
+    assert!(
+        stderr.contains("1ms to 365days"),
+        "states the engine's limits: {stderr}"
+    );
+}
+
+#[tokio::test]
 async fn unknown_config_key_exits_2() {
     let path = std::env::temp_dir().join(format!("keywheel-cli-test-{}.toml", std::process::id()));
     std::fs::write(&path, "listen = \"127.0.0.1:0\"\nshard = 4\n").expect("temp dir is writable");
@@ -132,6 +155,10 @@ async fn help_lists_every_flag() {
         "--max-connections",
         "--idle-timeout",
         "--command-capacity",
+        "--header-timeout",
+        "--min-interval",
+        "--max-interval",
+        "--drain-delay",
         "--log-format",
         "--config",
         "KEYWHEEL_LISTEN",
@@ -147,6 +174,7 @@ async fn serve_answers_then_drains_on_sigterm() {
     let mut child = Command::new(BINARY)
         .args([
             "serve",
+            "--ephemeral",
             "--listen",
             "127.0.0.1:0",
             "--log-format",

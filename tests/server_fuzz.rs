@@ -36,6 +36,8 @@ const LIMITS: Limits = Limits {
     max_id_bytes: 24,
     max_body_bytes: 512,
     max_payload_bytes: 128,
+    min_interval: keywheel::TICK,
+    max_interval: keywheel::MAX_INTERVAL,
 };
 
 /// Where failing cases are saved and replayed first on the next run.

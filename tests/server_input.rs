@@ -265,7 +265,7 @@ async fn bad_query_and_content_type_change_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_body_times_out_with_503() {
+async fn slow_body_times_out_with_408() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let mut config = test_config();
@@ -305,16 +305,170 @@ async fn slow_body_times_out_with_503() {
         read.is_ok(),
         "no answer within 5 s to a stalled body: {text:?}"
     );
-    assert!(text.starts_with("HTTP/1.1 503"), "status line of {text:?}");
+    assert!(text.starts_with("HTTP/1.1 408"), "status line of {text:?}");
+    let lower = text.to_ascii_lowercase();
     assert!(
-        text.contains("\"error\":\"request timed out"),
-        "JSON error in {text:?}"
+        lower.contains("content-type: application/json\r\n"),
+        "JSON content type in {text:?}"
+    );
+    assert!(
+        lower.contains("connection: close\r\n"),
+        "the connection closes after a stalled body: {text:?}"
+    );
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let error: serde_json::Value = serde_json::from_str(body)
+        .unwrap_or_else(|problem| panic!("body is not JSON ({problem}): {text:?}"));
+    assert_eq!(error["field"], "body", "{text:?}");
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--request-timeout"),
+        "names the limit: {text:?}"
     );
     assert!(
         elapsed >= std::time::Duration::from_millis(250),
         "answered after {elapsed:?}, before the 300 ms request timeout"
     );
     assert_eq!(server.manager.len(), 0, "a timed-out put changes nothing");
+
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_outside_interval_flags_is_400() {
+    let mut config = test_config();
+    config.min_interval = std::time::Duration::from_secs(1);
+    config.max_interval = std::time::Duration::from_secs(3600);
+    let server = TestServer::start_with(config).await;
+    assert_eq!(
+        server.put(KEPT, KEPT_BODY).await.status,
+        StatusCode::CREATED
+    );
+
+    let cases = [
+        (r#"{"every": "999ms"}"#, "--min-interval", "1s"),
+        (r#"{"every": "1ms"}"#, "--min-interval", "1s"),
+        (r#"{"every": "1h 1ms"}"#, "--max-interval", "1h"),
+        (r#"{"every": "365days"}"#, "--max-interval", "1h"),
+    ];
+    for (body, flag, limit) in cases {
+        for id in [KEPT, "fresh"] {
+            let answer = server.put(id, body).await;
+            answer.assert_error(StatusCode::BAD_REQUEST, "every");
+            let message = answer.json()["error"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(message.contains(flag), "{body}: names the flag: {message}");
+            assert!(
+                message.contains(&format!("interval of {limit}")),
+                "{body}: names the limit: {message}"
+            );
+        }
+        assert_store_unchanged(&server, "fresh", body).await;
+    }
+
+    for (id, body) in [
+        ("at-min", r#"{"every": "1s"}"#),
+        ("at-max", r#"{"every": "1h"}"#),
+    ] {
+        let answer = server.put(id, body).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{id}: {answer:?}");
+        server.delete(id).await;
+    }
+
+    server.stop().await;
+}
+
+/// Reads `keywheel_rejected_total{manager="watchdog",reason=...}` for every reason given.
+async fn rejected_counts(server: &TestServer, reasons: &[&str]) -> Vec<f64> {
+    let text = server.send(Method::GET, "/metrics", None).await.text;
+    reasons
+        .iter()
+        .map(|reason| {
+            server_support::metric_value(
+                &text,
+                "keywheel_rejected_total",
+                &[("manager", "watchdog"), ("reason", reason)],
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejections_are_counted_by_reason() {
+    let server = TestServer::start().await;
+    // Other tests of this file share the process's recorder and may add
+    // rejections meanwhile, so the checks are lower bounds on the growth.
+    let cases: [(&str, Method, &str, Option<&str>); 6] = [
+        (
+            "interval",
+            Method::PUT,
+            "/v1/keys/a",
+            Some(r#"{"every": "0s"}"#),
+        ),
+        (
+            "first_run",
+            Method::PUT,
+            "/v1/keys/a",
+            Some(r#"{"every": "1s", "first_run": "later"}"#),
+        ),
+        ("id", Method::GET, "/v1/keys/a%20b", None),
+        (
+            "body",
+            Method::PUT,
+            "/v1/keys/a",
+            Some(r#"{"every": "1s", "colour": "red"}"#),
+        ),
+        (
+            "query",
+            Method::PUT,
+            "/v1/keys/a?force=1",
+            Some(r#"{"every": "1s"}"#),
+        ),
+        (
+            "max_alerts",
+            Method::PUT,
+            "/v1/keys/a",
+            Some(r#"{"every": "1s", "max_alerts": 0}"#),
+        ),
+    ];
+    let mut reasons: Vec<&str> = cases.iter().map(|(reason, ..)| *reason).collect();
+    reasons.push("content_type");
+    let before = rejected_counts(&server, &reasons).await;
+
+    for (reason, method, path, body) in &cases {
+        let answer = server.send(method.clone(), path, *body).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{reason}: {answer:?}"
+        );
+    }
+    let unsupported = server
+        .client
+        .put(server.url("/v1/keys/a"))
+        .header("content-type", "text/plain")
+        .body("every=1s")
+        .send()
+        .await
+        .expect("request is answered");
+    assert_eq!(unsupported.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    let after = rejected_counts(&server, &reasons).await;
+    for ((reason, then), now) in reasons.iter().zip(&before).zip(&after) {
+        assert!(
+            now - then >= 1.0,
+            "keywheel_rejected_total{{reason=\"{reason}\"}} went from {then} to {now}"
+        );
+    }
+    let unknown_field = server.send(Method::GET, "/metrics", None).await.text;
+    assert!(
+        !unknown_field.contains("reason=\"colour\""),
+        "a client's field name never becomes a label value"
+    );
+    assert_eq!(server.manager.len(), 0, "rejected requests change nothing");
 
     server.stop().await;
 }

@@ -1,6 +1,7 @@
 //! Server limits over real TCP on 127.0.0.1: the entry limit (507), full
 //! command queues (503 with Retry-After, and no acknowledged write lost),
-//! the connection limit (503 and close) and the idle timeout.
+//! the connection limit (503 and close), the idle timeout, the header
+//! timeout, and JSON bodies on 414 and 431.
 
 #![cfg(feature = "server")]
 
@@ -346,5 +347,181 @@ async fn idle_connection_is_closed() {
         waited >= Duration::from_millis(300),
         "closed after {waited:?}, before the idle timeout"
     );
+    server.stop().await;
+}
+
+/// Waits up to `within` for `stream` to be closed by the server, and
+/// returns what it sent before, or `None` if it stayed open.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<String> {
+    let mut received = Vec::new();
+    let closed = tokio::time::timeout(within, async {
+        let mut chunk = [0u8; 1024];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(count) => received.extend_from_slice(&chunk[..count]),
+            }
+        }
+    })
+    .await;
+    closed
+        .is_ok()
+        .then(|| String::from_utf8_lossy(&received).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_header_is_disconnected() {
+    let mut config = test_config();
+    config.header_timeout = Duration::from_millis(500);
+    let server = TestServer::start_with(config).await;
+
+    // One byte every 100 ms keeps the connection from ever being idle; the
+    // whole head would take about 4 s.
+    let mut stream = TcpStream::connect(server.addr).await.expect("connects");
+    let head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    let started = std::time::Instant::now();
+    let mut closed_after = None;
+    for byte in head {
+        if stream.write_all(&[*byte]).await.is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        let mut buffer = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buffer)).await {
+            Err(_) => {}
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed_after = Some(started.elapsed());
+                break;
+            }
+            Ok(Ok(count)) => panic!(
+                "a response to a head sent byte by byte: {:?}",
+                String::from_utf8_lossy(&buffer[..count])
+            ),
+        }
+    }
+
+    let closed_after = closed_after.expect("the server closes a connection whose head is too slow");
+    assert!(
+        closed_after >= Duration::from_millis(400),
+        "closed after {closed_after:?}, before the 500 ms header timeout"
+    );
+    assert!(
+        closed_after < Duration::from_millis(2000),
+        "closed after {closed_after:?}, long after the 500 ms header timeout"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connection_is_closed_after_header_timeout() {
+    let mut config = test_config();
+    config.header_timeout = Duration::from_millis(300);
+    let server = TestServer::start_with(config).await;
+
+    let mut silent = TcpStream::connect(server.addr).await.expect("connects");
+    let started = std::time::Instant::now();
+    let received = closed_within(&mut silent, Duration::from_secs(5)).await;
+    let waited = started.elapsed();
+
+    assert_eq!(
+        received.as_deref(),
+        Some(""),
+        "a connection that never sends a head is closed without a response"
+    );
+    assert!(
+        waited >= Duration::from_millis(250),
+        "closed after {waited:?}, before the header timeout"
+    );
+    assert!(
+        waited < Duration::from_secs(3),
+        "closed after {waited:?}: the header timeout, not the 60 s idle timeout"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_outlives_header_timeout() {
+    let mut config = test_config();
+    config.header_timeout = Duration::from_millis(200);
+    let server = TestServer::start_with(config).await;
+
+    let mut stream = TcpStream::connect(server.addr).await.expect("connects");
+    assert!(
+        answered_within(&mut stream, Duration::from_secs(2)).await,
+        "first request"
+    );
+    // Between requests only the idle timeout applies.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        answered_within(&mut stream, Duration::from_secs(2)).await,
+        "a request on a keep-alive connection quiet for longer than the header timeout"
+    );
+    server.stop().await;
+}
+
+/// Sends `request` on a new connection and returns the response, read until
+/// the server closes the connection.
+async fn raw_exchange(server: &TestServer, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(server.addr).await.expect("connects");
+    // The server may respond and close before it has read everything.
+    let _ = stream.write_all(request).await;
+    closed_within(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("the server closes the connection after its error")
+}
+
+/// Checks that `response` has `status`, a JSON content type and a JSON
+/// error body naming `field`.
+fn assert_json_error(response: &str, status: &str, field: &str) {
+    assert!(
+        response.starts_with(&format!("HTTP/1.1 {status} ")),
+        "status line of {response:.200}"
+    );
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of head in {response:.200}"));
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    let error: serde_json::Value = serde_json::from_str(body)
+        .unwrap_or_else(|problem| panic!("body is not JSON ({problem}): {body:?}"));
+    assert_eq!(error["field"], field, "{body}");
+    assert!(
+        !error["error"].as_str().unwrap_or_default().is_empty(),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_uri_is_414_with_json_error() {
+    let server = TestServer::start().await;
+    let request = format!(
+        "GET /v1/keys/{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        "a".repeat(70_000)
+    );
+
+    let response = raw_exchange(&server, request.as_bytes()).await;
+
+    assert_json_error(&response, "414", "uri");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_headers_are_431_with_json_error() {
+    let server = TestServer::start().await;
+    let many: String = (0..120).map(|n| format!("x-filler-{n}: {n}\r\n")).collect();
+    let huge = format!("x-filler: {}\r\n", "b".repeat(500_000));
+
+    for (case, headers) in [("120 headers", many), ("500 KB header", huge)] {
+        let request = format!("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n");
+        let response = raw_exchange(&server, request.as_bytes()).await;
+        assert!(!response.is_empty(), "{case}: no response");
+        assert_json_error(&response, "431", "headers");
+    }
+
+    let health = server.send(reqwest::Method::GET, "/healthz", None).await;
+    assert_eq!(health.status, StatusCode::OK, "the server still serves");
     server.stop().await;
 }

@@ -101,7 +101,14 @@ impl Tally {
 /// Starts the server with small queues and returns it with its address.
 async fn start_server() -> (Child, String) {
     let mut child = Command::new(BINARY)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args([
+            "serve",
+            "--ephemeral",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
         .args(["--shards", "2", "--workers", "4", "--command-capacity", "4"])
         .args(["--max-connections", "256"])
         .env_clear()

@@ -7,6 +7,7 @@ mod server_support;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use server_support::TestServer;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_creates_then_replaces() {
@@ -279,4 +280,56 @@ async fn stop_drains_and_closes_listener() {
 
     let connect = tokio::net::TcpStream::connect(addr).await;
     assert!(connect.is_err(), "the listener is closed after stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_while_listener_drains() {
+    let mut config = server_support::test_config();
+    config.drain_delay = Duration::from_millis(1500);
+    let mut server = TestServer::start_with(config).await;
+    let addr = server.addr;
+
+    server.begin_drain();
+    let started = std::time::Instant::now();
+    let mut readiness = None;
+    while started.elapsed() < Duration::from_secs(1) {
+        // A new connection each time, as a load balancer's health check
+        // may open: the listener must still accept it.
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .pool_max_idle_per_host(0)
+            .build()
+            .expect("client builds");
+        let answer = server_support::read(
+            client
+                .get(format!("http://{addr}/readyz"))
+                .send()
+                .await
+                .expect("the listener accepts during the drain delay"),
+        )
+        .await;
+        if answer.status == StatusCode::SERVICE_UNAVAILABLE {
+            readiness = Some(answer);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let readiness = readiness.expect("/readyz turns 503 once the drain begins");
+    assert_eq!(readiness.json()["status"], "draining", "{readiness:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "/readyz turned 503 only after {:?}",
+        started.elapsed()
+    );
+
+    let put = server.put("late-1", r#"{"every": "1h"}"#).await;
+    assert_eq!(
+        put.status,
+        StatusCode::CREATED,
+        "other routes keep serving during the drain delay: {put:?}"
+    );
+
+    server.stop().await;
+    let connect = tokio::net::TcpStream::connect(addr).await;
+    assert!(connect.is_err(), "the listener is closed after the drain");
 }

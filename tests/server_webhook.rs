@@ -392,3 +392,183 @@ async fn slow_webhook_leaves_other_ids_alone() {
 
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_webhook_never_delays_completion() {
+    let _turn = SERIAL.lock().await;
+    let received = Arc::new(AtomicU64::new(0));
+    let seen = received.clone();
+    let app = Router::new().route(
+        "/alerts",
+        post(move || {
+            let seen = seen.clone();
+            async move {
+                seen.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                AxumStatus::OK
+            }
+        }),
+    );
+    let url = serve_receiver(app).await;
+    let mut config = test_config();
+    config.webhook = Some(url);
+    config.webhook_timeout = Duration::from_secs(3);
+    config.call_timeout = Duration::from_secs(4);
+    let server = TestServer::start_with(config).await;
+    let before = Counts::read(&server).await;
+
+    let put = server
+        .put(
+            "wait-1",
+            r#"{"payload": {"order": 9}, "every": "1h", "first_run": "immediately"}"#,
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::CREATED, "{put:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while received.load(Ordering::Relaxed) == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        received.load(Ordering::Relaxed),
+        1,
+        "the alert's delivery is in flight"
+    );
+
+    let started = tokio::time::Instant::now();
+    let got = server.get("wait-1").await;
+    let completed = server.complete("wait-1").await;
+    let took = started.elapsed();
+
+    assert_eq!(got.status, StatusCode::OK, "{got:?}");
+    assert_eq!(completed.status, StatusCode::OK, "{completed:?}");
+    assert_eq!(completed.json()["alerts"], 1, "{completed:?}");
+    assert!(
+        took < Duration::from_millis(500),
+        "a GET and a completion took {took:?} while the 2 s delivery was in flight"
+    );
+
+    // The delivery still finishes and is counted, and its response does not
+    // bring the completed entry back.
+    let counted = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let (grown, _) = Counts::read(&server).await.since(&before);
+            if !grown.is_empty() {
+                return grown;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the delivery is counted once the webhook responds");
+    assert_eq!(counted, vec![("continue", 1.0)], "webhook results");
+    assert_eq!(
+        server.get("wait-1").await.status,
+        StatusCode::NOT_FOUND,
+        "completed"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_during_delivery_never_overlaps() {
+    let _turn = SERIAL.lock().await;
+    // The first alert waits 1.5 s and then requests a halt of the entry;
+    // every later one gets a response at once.
+    let received = Arc::new(AtomicU64::new(0));
+    let in_flight = Arc::new(AtomicU64::new(0));
+    let max_in_flight = Arc::new(AtomicU64::new(0));
+    let app = {
+        let (received, in_flight, max_in_flight) =
+            (received.clone(), in_flight.clone(), max_in_flight.clone());
+        Router::new().route(
+            "/alerts",
+            post(move || {
+                let (received, in_flight, max_in_flight) =
+                    (received.clone(), in_flight.clone(), max_in_flight.clone());
+                async move {
+                    let number = received.fetch_add(1, Ordering::SeqCst);
+                    let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                    max_in_flight.fetch_max(now, Ordering::SeqCst);
+                    let status = if number == 0 {
+                        tokio::time::sleep(Duration::from_millis(1500)).await;
+                        AxumStatus::GONE
+                    } else {
+                        AxumStatus::OK
+                    };
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                    status
+                }
+            }),
+        )
+    };
+    let url = serve_receiver(app).await;
+    let server = start_server(url, Duration::from_secs(2)).await;
+    let before = Counts::read(&server).await;
+
+    let first = server
+        .put("swap-1", r#"{"every": "1h", "first_run": "immediately"}"#)
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while received.load(Ordering::SeqCst) == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(received.load(Ordering::SeqCst), 1, "first alert in flight");
+
+    let replaced = server
+        .put(
+            "swap-1",
+            r#"{"every": "100ms", "first_run": "immediately"}"#,
+        )
+        .await;
+    assert_eq!(replaced.status, StatusCode::OK, "{replaced:?}");
+    let alerts = wait_for_alerts(&server, "swap-1", 2, Duration::from_secs(1)).await;
+    assert!(
+        alerts >= 2,
+        "the new entry raises alerts while the old delivery is in flight, got {alerts}"
+    );
+    assert_eq!(
+        received.load(Ordering::SeqCst),
+        1,
+        "no delivery of the new entry while the old one's is in flight"
+    );
+
+    // After the old delivery's 410 response, the new entry is still there
+    // and its alerts are delivered again.
+    let delivered = tokio::time::timeout(Duration::from_secs(5), async {
+        while received.load(Ordering::SeqCst) < 3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        delivered.is_ok(),
+        "alerts of the new entry go out afterwards"
+    );
+    let entry = server.get("swap-1").await;
+    assert_eq!(
+        entry.status,
+        StatusCode::OK,
+        "a 410 for the replaced entry does not halt the new one: {entry:?}"
+    );
+    assert_eq!(
+        max_in_flight.load(Ordering::SeqCst),
+        1,
+        "deliveries for one id never overlap"
+    );
+
+    let (grown, _) = Counts::read(&server).await.since(&before);
+    let count = |result: &str| {
+        grown
+            .iter()
+            .find(|(name, _)| *name == result)
+            .map_or(0.0, |(_, delta)| *delta)
+    };
+    assert_eq!(count("halt"), 1.0, "the stale 410 is counted: {grown:?}");
+    assert!(
+        count("skipped") >= 1.0,
+        "alerts of the new entry while the old delivery was in flight: {grown:?}"
+    );
+    assert!(count("continue") >= 2.0, "later deliveries: {grown:?}");
+    server.stop().await;
+}

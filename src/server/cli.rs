@@ -58,9 +58,13 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYWHEEL_CALL_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub call_timeout: Option<Duration>,
 
-    /// Time that open requests, and then running alerts, get to finish at shutdown [default: 10s]
+    /// Time that open requests, and then running alerts and webhook deliveries, get to finish at shutdown [default: 10s]
     #[arg(long, env = "KEYWHEEL_DRAIN_GRACE", value_name = "DURATION", value_parser = parse_duration)]
     pub drain_grace: Option<Duration>,
+
+    /// Time between the start of a drain, when /readyz turns 503, and the closing of the listener [default: 0s]
+    #[arg(long, env = "KEYWHEEL_DRAIN_DELAY", value_name = "DURATION", value_parser = parse_duration)]
+    pub drain_delay: Option<Duration>,
 
     /// Limit on the handling of one HTTP request, longer than the call timeout [default: 15s, or the call timeout plus 10s if longer]
     #[arg(long, env = "KEYWHEEL_REQUEST_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
@@ -82,11 +86,11 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYWHEEL_WEBHOOK", value_name = "URL")]
     pub webhook: Option<String>,
 
-    /// Timeout of one webhook delivery, shorter than the call timeout [default: 2s]
+    /// Timeout of one webhook delivery, at most 10m [default: 2s]
     #[arg(long, env = "KEYWHEEL_WEBHOOK_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub webhook_timeout: Option<Duration>,
 
-    /// Maximum webhook deliveries in flight, less than --workers; an alert over it is retried at its next due time [default: half of --workers]
+    /// Maximum webhook deliveries in flight, 1 to 4096; an alert over it is retried at its next due time [default: half of --workers]
     #[arg(long, env = "KEYWHEEL_WEBHOOK_CONCURRENCY", value_name = "N")]
     pub webhook_concurrency: Option<usize>,
 
@@ -128,9 +132,38 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYWHEEL_COMMAND_CAPACITY", value_name = "N")]
     pub command_capacity: Option<usize>,
 
+    /// Time a request head may take from its first byte (and from the accept for the first head) before the connection is closed [default: 10s]
+    #[arg(long, env = "KEYWHEEL_HEADER_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub header_timeout: Option<Duration>,
+
+    /// Shortest "every" a registration may have, at least 1ms [default: 1ms]
+    #[arg(long, env = "KEYWHEEL_MIN_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub min_interval: Option<Duration>,
+
+    /// Longest "every" a registration or a webhook response may set, at most 365days [default: 365days]
+    #[arg(long, env = "KEYWHEEL_MAX_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub max_interval: Option<Duration>,
+
     /// Log line format (the level comes from RUST_LOG) [default: text]
     #[arg(long, env = "KEYWHEEL_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+
+    /// Directory that keeps the watches across restarts and crashes; one process at a time [default: keywheel-data]
+    #[arg(
+        long,
+        env = "KEYWHEEL_DATA_DIR",
+        value_name = "DIR",
+        conflicts_with = "ephemeral"
+    )]
+    pub data_dir: Option<PathBuf>,
+
+    /// Keep the watches in memory only: a restart or crash forgets them
+    #[arg(long, env = "KEYWHEEL_EPHEMERAL", value_parser = clap::builder::BoolishValueParser::new())]
+    pub ephemeral: bool,
+
+    /// Time between writes of the alert counts of watches; a crash loses at most this much of them [default: 1s]
+    #[arg(long, env = "KEYWHEEL_FLUSH_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub flush_interval: Option<Duration>,
 
     /// TOML file with any of the settings above, keyed by the flag name
     /// with underscores, such as `max_body_bytes = 65536`
@@ -171,6 +204,8 @@ struct FileConfig {
     #[serde(default, deserialize_with = "duration_text")]
     drain_grace: Option<Duration>,
     #[serde(default, deserialize_with = "duration_text")]
+    drain_delay: Option<Duration>,
+    #[serde(default, deserialize_with = "duration_text")]
     request_timeout: Option<Duration>,
     max_id_bytes: Option<usize>,
     max_body_bytes: Option<usize>,
@@ -187,7 +222,17 @@ struct FileConfig {
     #[serde(default, deserialize_with = "duration_text")]
     idle_timeout: Option<Duration>,
     command_capacity: Option<usize>,
+    #[serde(default, deserialize_with = "duration_text")]
+    header_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration_text")]
+    min_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "duration_text")]
+    max_interval: Option<Duration>,
     log_format: Option<LogFormat>,
+    data_dir: Option<PathBuf>,
+    ephemeral: Option<bool>,
+    #[serde(default, deserialize_with = "duration_text")]
+    flush_interval: Option<Duration>,
 }
 
 /// The settings of one run: the server's and the log format.
@@ -270,6 +315,7 @@ impl ServeArgs {
                 .max(request_timeout.saturating_add(REQUEST_TIMEOUT_MARGIN))
         });
         let auth_token = self.auth_token(&file)?;
+        let data_dir = self.data_dir(&file, defaults.data_dir.clone())?;
 
         let config = ServeConfig {
             listen: self.listen.or(file.listen).unwrap_or(defaults.listen),
@@ -280,6 +326,10 @@ impl ServeArgs {
                 .drain_grace
                 .or(file.drain_grace)
                 .unwrap_or(defaults.drain_grace),
+            drain_delay: self
+                .drain_delay
+                .or(file.drain_delay)
+                .unwrap_or(defaults.drain_delay),
             request_timeout,
             max_id_bytes: self
                 .max_id_bytes
@@ -315,6 +365,23 @@ impl ServeArgs {
                 .command_capacity
                 .or(file.command_capacity)
                 .unwrap_or(defaults.command_capacity),
+            header_timeout: self
+                .header_timeout
+                .or(file.header_timeout)
+                .unwrap_or(defaults.header_timeout),
+            min_interval: self
+                .min_interval
+                .or(file.min_interval)
+                .unwrap_or(defaults.min_interval),
+            max_interval: self
+                .max_interval
+                .or(file.max_interval)
+                .unwrap_or(defaults.max_interval),
+            data_dir,
+            flush_interval: self
+                .flush_interval
+                .or(file.flush_interval)
+                .unwrap_or(defaults.flush_interval),
         };
         config.validate()?;
 
@@ -324,6 +391,26 @@ impl ServeArgs {
 }
 
 impl ServeArgs {
+    /// Picks the data directory: none with `--ephemeral`, else the flag's,
+    /// the file's or the default.
+    fn data_dir(
+        &self,
+        file: &FileConfig,
+        default: Option<PathBuf>,
+    ) -> anyhow::Result<Option<PathBuf>> {
+        let ephemeral = self.ephemeral || file.ephemeral.unwrap_or(false);
+        let chosen = self.data_dir.clone().or_else(|| file.data_dir.clone());
+        match (ephemeral, chosen) {
+            (true, Some(dir)) => anyhow::bail!(
+                "--ephemeral and --data-dir {} both set (by flags, KEYWHEEL_* variables or the config file): keep one",
+                dir.display()
+            ),
+            (true, None) => Ok(None),
+            (false, Some(dir)) => Ok(Some(dir)),
+            (false, None) => Ok(default),
+        }
+    }
+
     /// Reads the token from `--auth-token` or else from the token file of
     /// the flag or the config file. Errors name the flag, never the token.
     fn auth_token(&self, file: &FileConfig) -> anyhow::Result<Option<AuthToken>> {

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use super::auth::AuthToken;
-use crate::{DEFAULT_SHARDS, DEFAULT_WORKERS, MAX_SHARDS};
+use crate::{DEFAULT_SHARDS, DEFAULT_WORKERS, MAX_INTERVAL, MAX_SHARDS, TICK};
 
 /// Default listen address: loopback only, so a fresh install is not
 /// reachable from other hosts until an operator chooses an address.
@@ -105,8 +105,59 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// ```
 pub const DEFAULT_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Highest drain grace, request timeout and idle timeout accepted.
+/// Highest webhook timeout accepted.
+pub const MAX_WEBHOOK_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Highest `webhook_concurrency` accepted. Each delivery in flight uses a
+/// connection to the webhook and a task.
+pub const MAX_WEBHOOK_CONCURRENCY: usize = 4096;
+
+/// Highest drain grace, drain delay, request timeout, header timeout and
+/// idle timeout accepted.
 pub const MAX_GRACE: Duration = Duration::from_secs(3600);
+
+/// Default time a client gets to send a whole request head (request line
+/// and headers) once it has started, and a new connection gets to send its
+/// first request head.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+///
+/// assert_eq!(keywheel::server::DEFAULT_HEADER_TIMEOUT, Duration::from_secs(10));
+/// ```
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default time between the start of a drain and the closing of the
+/// listener, during which `/readyz` returns 503 and every route still works.
+/// Zero closes the listener at once.
+///
+/// # Example
+///
+/// ```
+/// assert!(keywheel::server::DEFAULT_DRAIN_DELAY.is_zero());
+/// ```
+pub const DEFAULT_DRAIN_DELAY: Duration = Duration::ZERO;
+
+/// Default shortest `every` a registration may have: the engine's 1 ms tick.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(keywheel::server::DEFAULT_MIN_INTERVAL, keywheel::TICK);
+/// ```
+pub const DEFAULT_MIN_INTERVAL: Duration = TICK;
+
+/// Default longest `every` a registration may have: the engine's maximum
+/// interval of 365 days.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(keywheel::server::DEFAULT_MAX_INTERVAL, keywheel::MAX_INTERVAL);
+/// ```
+pub const DEFAULT_MAX_INTERVAL: Duration = MAX_INTERVAL;
 
 /// Default limit on the number of entries. An entry with a small payload
 /// takes a few hundred bytes, so the default stays within a few GB.
@@ -156,6 +207,26 @@ pub const DEFAULT_COMMAND_CAPACITY: usize = 1024;
 /// Highest `command_capacity` accepted, as in the library.
 pub const MAX_COMMAND_CAPACITY: usize = 1 << 24;
 
+/// Default data directory of `keywheel serve`, relative to the working
+/// directory.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(keywheel::server::DEFAULT_DATA_DIR, "keywheel-data");
+/// ```
+pub const DEFAULT_DATA_DIR: &str = "keywheel-data";
+
+/// Default time between writes of the changes alerts make to a watch (its
+/// alert count): at most this much of them is lost in a crash.
+///
+/// # Example
+///
+/// ```
+/// assert_eq!(keywheel::server::DEFAULT_FLUSH_INTERVAL.as_secs(), 1);
+/// ```
+pub const DEFAULT_FLUSH_INTERVAL: Duration = crate::persist::DEFAULT_FLUSH_INTERVAL;
+
 /// The settings of a watchdog server.
 ///
 /// # Example
@@ -182,8 +253,13 @@ pub struct ServeConfig {
     /// Deadline of a `get` or `complete` that waits for a busy entry.
     pub call_timeout: Duration,
     /// Time that open HTTP requests get to finish at shutdown, and then
-    /// again the time in-flight alerts get.
+    /// again the time in-flight alerts and webhook deliveries get.
     pub drain_grace: Duration,
+    /// Time between the start of a drain and the closing of the listener.
+    /// `/readyz` returns 503 from the start of the drain, so a load
+    /// balancer that checks it stops sending requests before the listener
+    /// closes.
+    pub drain_delay: Duration,
     /// Limit on the whole handling of one HTTP request. A request over it
     /// gets a 503 response. Must be longer than `call_timeout`.
     pub request_timeout: Duration,
@@ -195,14 +271,13 @@ pub struct ServeConfig {
     pub max_payload_bytes: usize,
     /// URL that every alert is posted to, if any.
     pub webhook: Option<String>,
-    /// Timeout of one webhook delivery. With a webhook set, it must be
-    /// shorter than `call_timeout`.
+    /// Timeout of one webhook delivery.
     pub webhook_timeout: Duration,
     /// Maximum webhook deliveries in flight at once; `None` is half of
     /// `workers`. An alert that finds every slot taken is not delivered
     /// (counted with result `skipped`) and is retried at the entry's next
-    /// due time. With a webhook set, it must be less than `workers`, so a
-    /// slow webhook always leaves workers for the callbacks of other ids.
+    /// due time. Deliveries run outside the worker pool, so this bounds
+    /// connections to the webhook, not workers.
     pub webhook_concurrency: Option<usize>,
     /// Bearer token that every `/v1` request must carry, if any.
     pub auth_token: Option<AuthToken>,
@@ -218,9 +293,26 @@ pub struct ServeConfig {
     /// Time after which a connection with no traffic in either direction is
     /// closed. Must be longer than `request_timeout`.
     pub idle_timeout: Duration,
+    /// Time a request head (request line and headers) may take from its
+    /// first byte, and a new connection may take to send its first head.
+    /// A connection over it is closed without a response.
+    pub header_timeout: Duration,
+    /// Shortest `every` a registration may have. Must be at least the
+    /// engine's 1 ms tick.
+    pub min_interval: Duration,
+    /// Longest `every` a registration may have, and a webhook may set.
+    /// Must be at most the engine's [`MAX_INTERVAL`].
+    pub max_interval: Duration,
     /// Capacity of each shard's command queue. A request that finds its
     /// shard's queue full gets 503 with `Retry-After: 1`.
     pub command_capacity: usize,
+    /// Directory of the store that keeps the watches across restarts, or
+    /// `None` to keep them in memory only. One process at a time can use a
+    /// directory.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Time between writes of the changes alerts make to watches (10 ms to
+    /// 1 hour).
+    pub flush_interval: Duration,
 }
 
 impl Default for ServeConfig {
@@ -231,6 +323,7 @@ impl Default for ServeConfig {
             workers: DEFAULT_WORKERS,
             call_timeout: DEFAULT_CALL_TIMEOUT,
             drain_grace: DEFAULT_DRAIN_GRACE,
+            drain_delay: DEFAULT_DRAIN_DELAY,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_id_bytes: DEFAULT_MAX_ID_BYTES,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
@@ -245,6 +338,11 @@ impl Default for ServeConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             command_capacity: DEFAULT_COMMAND_CAPACITY,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            min_interval: DEFAULT_MIN_INTERVAL,
+            max_interval: DEFAULT_MAX_INTERVAL,
+            data_dir: Some(std::path::PathBuf::from(DEFAULT_DATA_DIR)),
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
         }
     }
 }
@@ -376,12 +474,26 @@ impl ServeConfig {
                 format!("must be more than 0 and at most {}", show(MAX_CALL_TIMEOUT)),
             ));
         }
-        if self.drain_grace > MAX_GRACE {
+        if self.flush_interval < Duration::from_millis(10)
+            || self.flush_interval > Duration::from_secs(3600)
+        {
             return Err(SettingError::new(
-                "drain_grace",
-                show(self.drain_grace),
-                format!("must be at most {}", show(MAX_GRACE)),
+                "flush_interval",
+                show(self.flush_interval),
+                "must be between 10ms and 1h".to_string(),
             ));
+        }
+        for (key, value) in [
+            ("drain_grace", self.drain_grace),
+            ("drain_delay", self.drain_delay),
+        ] {
+            if value > MAX_GRACE {
+                return Err(SettingError::new(
+                    key,
+                    show(value),
+                    format!("must be at most {}", show(MAX_GRACE)),
+                ));
+            }
         }
         if self.request_timeout <= self.call_timeout || self.request_timeout > MAX_GRACE {
             return Err(SettingError::new(
@@ -395,14 +507,14 @@ impl ServeConfig {
             ));
         }
         let webhook_timeout_invalid =
-            self.webhook_timeout.is_zero() || self.webhook_timeout >= self.call_timeout;
+            self.webhook_timeout.is_zero() || self.webhook_timeout > MAX_WEBHOOK_TIMEOUT;
         if self.webhook.is_some() && webhook_timeout_invalid {
             return Err(SettingError::new(
                 "webhook_timeout",
                 show(self.webhook_timeout),
                 format!(
-                    "must be more than 0 and shorter than the call timeout ({}), because a get of an entry waits for its delivery",
-                    show(self.call_timeout)
+                    "must be more than 0 and at most {}",
+                    show(MAX_WEBHOOK_TIMEOUT)
                 ),
             ));
         }
@@ -411,6 +523,7 @@ impl ServeConfig {
             self.check_webhook_concurrency()?;
         }
         self.check_connections()?;
+        self.check_interval_range()?;
         self.check_exposure()
     }
 
@@ -437,22 +550,37 @@ impl ServeConfig {
     }
 
     fn check_webhook_concurrency(&self) -> Result<(), SettingError> {
-        if self.workers < 2 {
-            return Err(SettingError::new(
-                "workers",
-                self.workers,
-                "must be at least 2 with a webhook, because a delivery that waits on a slow webhook holds a worker and another must stay free for completions and other alerts",
-            ));
+        check_count(
+            "webhook_concurrency",
+            self.effective_webhook_concurrency(),
+            1,
+            MAX_WEBHOOK_CONCURRENCY,
+        )
+    }
+
+    /// Checks that `min_interval..=max_interval` is a range within the
+    /// engine's limits, 1 ms to [`MAX_INTERVAL`].
+    fn check_interval_range(&self) -> Result<(), SettingError> {
+        let engine_range = format!(
+            "must be from {} to {}, the engine's limits",
+            show_interval(TICK),
+            show_interval(MAX_INTERVAL)
+        );
+        for (key, value) in [
+            ("min_interval", self.min_interval),
+            ("max_interval", self.max_interval),
+        ] {
+            if value < TICK || value > MAX_INTERVAL {
+                return Err(SettingError::new(key, show_interval(value), engine_range));
+            }
         }
-        let concurrency = self.effective_webhook_concurrency();
-        if concurrency == 0 || concurrency >= self.workers {
+        if self.min_interval > self.max_interval {
             return Err(SettingError::new(
-                "webhook_concurrency",
-                concurrency,
+                "min_interval",
+                show_interval(self.min_interval),
                 format!(
-                    "must be between 1 and {} (less than the {} workers, so that a slow webhook always leaves workers for other ids)",
-                    self.workers - 1,
-                    self.workers
+                    "must not be longer than --max-interval ({})",
+                    show_interval(self.max_interval)
                 ),
             ));
         }
@@ -488,6 +616,13 @@ impl ServeConfig {
                     show(self.request_timeout),
                     show(MAX_GRACE)
                 ),
+            ));
+        }
+        if self.header_timeout.is_zero() || self.header_timeout > MAX_GRACE {
+            return Err(SettingError::new(
+                "header_timeout",
+                show(self.header_timeout),
+                format!("must be more than 0 and at most {}", show(MAX_GRACE)),
             ));
         }
         Ok(())
@@ -543,6 +678,18 @@ fn show(duration: Duration) -> humantime::FormattedDuration {
     humantime::format_duration(duration)
 }
 
+/// Formats an interval for messages: whole days as `365days`, because
+/// humantime would show 365 days as months and hours, and anything else
+/// as humantime does, such as `1ms` or `1h 30m`.
+pub(crate) fn show_interval(duration: Duration) -> String {
+    const DAY: u64 = 86_400;
+    let seconds = duration.as_secs();
+    if seconds >= DAY && seconds.is_multiple_of(DAY) && duration.subsec_nanos() == 0 {
+        return format!("{}days", seconds / DAY);
+    }
+    humantime::format_duration(duration).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -578,10 +725,9 @@ mod tests {
     }
 
     #[test]
-    fn webhook_timeout_must_be_shorter_than_call_timeout() {
+    fn webhook_timeout_must_be_positive_and_bounded() {
         let mut config = ServeConfig {
-            call_timeout: Duration::from_secs(2),
-            webhook_timeout: Duration::from_secs(2),
+            webhook_timeout: Duration::ZERO,
             ..ServeConfig::default()
         };
         assert_eq!(
@@ -591,9 +737,17 @@ mod tests {
         );
 
         config.webhook = Some("http://127.0.0.1:9/alerts".to_string());
-        let error = config.validate().unwrap_err();
+        assert_eq!(config.validate().unwrap_err().key, "webhook_timeout");
 
-        assert_eq!(error.key, "webhook_timeout");
+        config.webhook_timeout = config.call_timeout * 2;
+        assert_eq!(
+            config.validate(),
+            Ok(()),
+            "deliveries run outside the worker pool, so they may outlast the call timeout"
+        );
+
+        config.webhook_timeout = MAX_WEBHOOK_TIMEOUT + Duration::from_millis(1);
+        assert_eq!(config.validate().unwrap_err().key, "webhook_timeout");
     }
 
     #[test]
@@ -623,7 +777,7 @@ mod tests {
     }
 
     #[test]
-    fn webhook_concurrency_stays_below_workers() {
+    fn webhook_concurrency_is_bounded() {
         let mut config = ServeConfig {
             workers: 8,
             webhook: Some("http://127.0.0.1:9/alerts".to_string()),
@@ -637,11 +791,97 @@ mod tests {
         assert_eq!(config.validate(), Ok(()));
 
         config.webhook_concurrency = Some(8);
+        assert_eq!(
+            config.validate(),
+            Ok(()),
+            "deliveries do not hold workers, so the bound may reach the worker count"
+        );
+
+        config.webhook_concurrency = Some(0);
+        assert_eq!(config.validate().unwrap_err().key, "webhook_concurrency");
+
+        config.webhook_concurrency = Some(MAX_WEBHOOK_CONCURRENCY + 1);
         assert_eq!(config.validate().unwrap_err().key, "webhook_concurrency");
 
         config.webhook_concurrency = None;
         config.workers = 1;
-        assert_eq!(config.validate().unwrap_err().key, "workers");
+        assert_eq!(
+            config.validate(),
+            Ok(()),
+            "one worker and one delivery slot"
+        );
+    }
+
+    #[test]
+    fn interval_range_stays_within_engine_limits() {
+        let cases = [
+            (Duration::ZERO, MAX_INTERVAL, "min_interval"),
+            (Duration::from_micros(999), MAX_INTERVAL, "min_interval"),
+            (
+                TICK,
+                MAX_INTERVAL + Duration::from_millis(1),
+                "max_interval",
+            ),
+            (TICK, Duration::ZERO, "max_interval"),
+            (
+                Duration::from_secs(60),
+                Duration::from_secs(59),
+                "min_interval",
+            ),
+        ];
+        for (min_interval, max_interval, key) in cases {
+            let config = ServeConfig {
+                min_interval,
+                max_interval,
+                ..ServeConfig::default()
+            };
+            let error = config
+                .validate()
+                .expect_err("an interval range outside the engine's limits");
+            assert_eq!(
+                error.key, key,
+                "{min_interval:?}..={max_interval:?}: {error}"
+            );
+        }
+
+        let error = ServeConfig {
+            min_interval: Duration::from_secs(60),
+            max_interval: Duration::from_secs(59),
+            ..ServeConfig::default()
+        }
+        .validate()
+        .unwrap_err();
+        assert!(error.to_string().contains("--max-interval"), "{error}");
+        assert!(error.to_string().contains("--min-interval"), "{error}");
+
+        let narrow = ServeConfig {
+            min_interval: Duration::from_secs(1),
+            max_interval: Duration::from_secs(1),
+            ..ServeConfig::default()
+        };
+        assert_eq!(narrow.validate(), Ok(()), "a range of one value");
+    }
+
+    #[test]
+    fn show_interval_writes_whole_days() {
+        assert_eq!(show_interval(MAX_INTERVAL), "365days");
+        assert_eq!(show_interval(TICK), "1ms");
+        assert_eq!(show_interval(Duration::from_secs(90)), "1m 30s");
+    }
+
+    #[test]
+    fn header_timeout_and_drain_delay_are_bounded() {
+        let zero_header = ServeConfig {
+            header_timeout: Duration::ZERO,
+            ..ServeConfig::default()
+        };
+        assert_eq!(zero_header.validate().unwrap_err().key, "header_timeout");
+
+        let long_delay = ServeConfig {
+            drain_delay: MAX_GRACE + Duration::from_secs(1),
+            ..ServeConfig::default()
+        };
+        assert_eq!(long_delay.validate().unwrap_err().key, "drain_delay");
     }
 
     #[test]

@@ -41,9 +41,30 @@ struct ErrorBody<'a> {
     field: Option<&'a str>,
 }
 
+/// The reason label of a request rejected by input validation, attached
+/// to its response so that the request middleware can count it in
+/// `keywheel_rejected_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ValidationRejection(pub(crate) &'static str);
+
+/// Every `reason` the server counts in `keywheel_rejected_total`: the
+/// library's three (`interval` for `every`, `first_run`, `jitter`) and the
+/// parts of a request only the server checks.
+pub(crate) const REJECTION_REASONS: [&str; 9] = [
+    "interval",
+    "first_run",
+    "jitter",
+    "max_alerts",
+    "id",
+    "payload",
+    "body",
+    "query",
+    "content_type",
+];
+
 impl IntoResponse for ApiError {
     /// Sends the JSON body of [`ApiError::body_json`]; a 503 also carries
-    /// `Retry-After`.
+    /// `Retry-After`, and a 408 `Connection: close`.
     fn into_response(self) -> Response {
         let mut response = (
             self.status,
@@ -60,6 +81,18 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static(RETRY_AFTER_SECONDS),
             );
         }
+        if self.status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still arrive; closing is cheaper
+            // than reading it to find the next request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Some(reason) = self.rejection_reason() {
+            response
+                .extensions_mut()
+                .insert(ValidationRejection(reason));
+        }
         response
     }
 }
@@ -75,6 +108,46 @@ impl ApiError {
             // Serializing two strings cannot fail; this keeps the response JSON regardless.
             r#"{"error":"internal error","field":null}"#.to_string()
         })
+    }
+
+    /// Returns the `reason` label of a validation rejection (400, 413 or
+    /// 415), or `None` for every other error. Field names that a client
+    /// chose, such as an unknown field, count as `body`, so a client cannot
+    /// add label values.
+    pub(crate) fn rejection_reason(&self) -> Option<&'static str> {
+        let validation = [
+            StatusCode::BAD_REQUEST,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ];
+        if !validation.contains(&self.status) {
+            return None;
+        }
+        let reason = match self.field.as_deref() {
+            Some("every") => "interval",
+            Some("first_run") => "first_run",
+            Some("jitter") => "jitter",
+            Some("max_alerts") => "max_alerts",
+            Some("id") => "id",
+            Some("payload") => "payload",
+            Some("if_absent") => "query",
+            Some("content-type") => "content_type",
+            _ => "body",
+        };
+        Some(reason)
+    }
+
+    /// Builds the 408 response for a body that did not arrive within the
+    /// request timeout.
+    pub(crate) fn body_timeout(timeout: Duration) -> Self {
+        ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            field: Some(Cow::Borrowed("body")),
+            message: format!(
+                "request timed out: the body did not arrive within the request timeout of {} (--request-timeout); send the whole body at once",
+                humantime::format_duration(timeout)
+            ),
+        }
     }
 
     /// Builds a 400 response about `field`.
@@ -138,9 +211,11 @@ impl ApiError {
             Error::Timeout { .. } | Error::Overloaded { .. } | Error::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            Error::Panicked { .. } | Error::RoutingOff | Error::NoRoute => {
+            Error::Panicked { .. } | Error::RoutingOff | Error::NoRoute | Error::Codec { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
+            // The write may not be durable; the store takes no more writes.
+            Error::Store { .. } => StatusCode::SERVICE_UNAVAILABLE,
         };
         if status.is_server_error() {
             static ENGINE_LOG: OnceLock<LogLimiter> = OnceLock::new();
@@ -225,6 +300,36 @@ pub(crate) fn excerpt(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rejection_reasons_are_a_fixed_set() {
+        let cases = [
+            (StatusCode::BAD_REQUEST, "every", Some("interval")),
+            (StatusCode::BAD_REQUEST, "if_absent", Some("query")),
+            (StatusCode::BAD_REQUEST, "colour", Some("body")),
+            (StatusCode::PAYLOAD_TOO_LARGE, "payload", Some("payload")),
+            (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "content-type",
+                Some("content_type"),
+            ),
+            (StatusCode::NOT_FOUND, "id", None),
+            (StatusCode::INSUFFICIENT_STORAGE, "id", None),
+            (StatusCode::UNAUTHORIZED, "authorization", None),
+            (StatusCode::REQUEST_TIMEOUT, "body", None),
+        ];
+        for (status, field, expected) in cases {
+            let error = ApiError {
+                status,
+                field: Some(Cow::Borrowed(field)),
+                message: "message".to_string(),
+            };
+            assert_eq!(error.rejection_reason(), expected, "{status} on {field}");
+            if let Some(reason) = expected {
+                assert!(REJECTION_REASONS.contains(&reason), "{reason}");
+            }
+        }
+    }
 
     #[test]
     fn excerpt_quotes_short_values_whole() {

@@ -18,7 +18,13 @@ use crate::EntryOptions;
 /// use std::time::Duration;
 /// use keywheel::server::fuzzing::{decode_put, Limits};
 ///
-/// let limits = Limits { max_id_bytes: 256, max_body_bytes: 65_536, max_payload_bytes: 32_768 };
+/// let limits = Limits {
+///     max_id_bytes: 256,
+///     max_body_bytes: 65_536,
+///     max_payload_bytes: 32_768,
+///     min_interval: keywheel::TICK,
+///     max_interval: keywheel::MAX_INTERVAL,
+/// };
 /// let body = br#"{"every": "30s", "payload": {"order": 7}, "max_alerts": 3}"#;
 /// let accepted = decode_put("order-7", Some("if_absent=true"), Some(b"application/json"), body, &limits)
 ///     .expect("a valid registration");
@@ -73,7 +79,13 @@ pub struct Rejected {
 /// ```
 /// use keywheel::server::fuzzing::{decode_put, Limits};
 ///
-/// let limits = Limits { max_id_bytes: 256, max_body_bytes: 65_536, max_payload_bytes: 32_768 };
+/// let limits = Limits {
+///     max_id_bytes: 256,
+///     max_body_bytes: 65_536,
+///     max_payload_bytes: 32_768,
+///     min_interval: keywheel::TICK,
+///     max_interval: keywheel::MAX_INTERVAL,
+/// };
 /// let ok = decode_put("order-7", None, Some(b"application/json"), br#"{"every": "1s"}"#, &limits);
 /// assert!(ok.is_ok());
 ///

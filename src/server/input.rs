@@ -13,20 +13,30 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::config::show_interval;
 use super::errors::{excerpt, ApiError};
 use crate::{EntryOptions, FirstRun, OptionsError, MAX_INTERVAL};
 
-/// The size limits of client input, in bytes.
+/// The limits of client input: sizes in bytes, and the range of `every`.
 ///
 /// # Example
 ///
 /// ```
+/// use std::time::Duration;
 /// use keywheel::server::fuzzing::{decode_put, Limits};
 ///
-/// let limits = Limits { max_id_bytes: 8, max_body_bytes: 1024, max_payload_bytes: 512 };
+/// let limits = Limits {
+///     max_id_bytes: 8,
+///     max_body_bytes: 1024,
+///     max_payload_bytes: 512,
+///     min_interval: Duration::from_secs(1),
+///     max_interval: Duration::from_secs(3600),
+/// };
 /// let body = br#"{"every": "30s"}"#;
 /// assert!(decode_put("order-7", None, Some(b"application/json"), body, &limits).is_ok());
 /// assert!(decode_put("order-777", None, Some(b"application/json"), body, &limits).is_err());
+/// let fast = br#"{"every": "500ms"}"#;
+/// assert!(decode_put("order-7", None, Some(b"application/json"), fast, &limits).is_err());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -36,6 +46,10 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Maximum payload size (its JSON text).
     pub max_payload_bytes: usize,
+    /// Shortest `every` accepted (`--min-interval`).
+    pub min_interval: Duration,
+    /// Longest `every` accepted (`--max-interval`).
+    pub max_interval: Duration,
 }
 
 /// A checked `PUT /v1/keys/{id}`.
@@ -72,7 +86,7 @@ pub(crate) fn decode_put(
     if body.len() > limits.max_body_bytes {
         return Err(ApiError::body_too_large(limits.max_body_bytes));
     }
-    let registration = parse_registration(body, limits.max_payload_bytes)?;
+    let registration = parse_registration(body, limits)?;
     Ok(PutRequest {
         id,
         if_absent,
@@ -193,10 +207,8 @@ pub(crate) struct Registration {
 }
 
 /// Parses and checks a registration body.
-pub(crate) fn parse_registration(
-    body: &[u8],
-    max_payload_bytes: usize,
-) -> Result<Registration, ApiError> {
+pub(crate) fn parse_registration(body: &[u8], limits: &Limits) -> Result<Registration, ApiError> {
+    let max_payload_bytes = limits.max_payload_bytes;
     // A derived Deserialize also accepts a JSON array, filling the fields
     // by position, so anything but an object is rejected here first.
     let first = body.iter().find(|byte| !byte.is_ascii_whitespace());
@@ -240,13 +252,18 @@ pub(crate) fn parse_registration(
         ));
     }
 
-    let every = parse_interval("every", &parsed.every, false)?;
+    let every = parse_every(&parsed.every, limits)?;
     let mut options = EntryOptions::every(every);
     if let Some(first_run) = &parsed.first_run {
         options = options.first_run(parse_first_run(first_run)?);
     }
     if let Some(jitter) = &parsed.jitter {
-        options = options.jitter(parse_interval("jitter", jitter, true)?);
+        options = options.jitter(parse_interval(
+            "jitter",
+            jitter,
+            Duration::ZERO,
+            MAX_INTERVAL,
+        )?);
     }
 
     // The checks above match the manager's; this keeps the two in step, so
@@ -327,14 +344,67 @@ fn excerpt_field(field: &str) -> String {
     field.chars().take(64).collect()
 }
 
-/// Parses a duration field. Zero is allowed only where `allow_zero` is set.
-fn parse_interval(field: &'static str, text: &str, allow_zero: bool) -> Result<Duration, ApiError> {
+/// Parses a duration field from `min` to `max`. `every` goes through
+/// [`parse_every`] instead, which names the flags of its range.
+fn parse_interval(
+    field: &'static str,
+    text: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, ApiError> {
+    let range = format!("{} to {}", show_interval(min), show_interval(max));
+    let duration = parse_duration_text(field, text, &range)?;
+    if duration < min || duration > max {
+        return Err(ApiError::invalid(
+            field,
+            format!("invalid {field} {}: it must be from {range}", excerpt(text)),
+        ));
+    }
+    check_whole_millis(field, text, duration, &range)?;
+    Ok(duration)
+}
+
+/// Parses `every`: a duration from `--min-interval` to `--max-interval`
+/// (by default the engine's 1ms to 365days), in whole milliseconds.
+fn parse_every(text: &str, limits: &Limits) -> Result<Duration, ApiError> {
     let range = format!(
-        "{} to {}days",
-        if allow_zero { "0s" } else { "1ms" },
-        MAX_INTERVAL.as_secs() / 86_400
+        "{} to {}",
+        show_interval(limits.min_interval),
+        show_interval(limits.max_interval)
     );
-    let duration = humantime::parse_duration(text).map_err(|error| {
+    let every = parse_duration_text("every", text, &range)?;
+    check_whole_millis("every", text, every, &range)?;
+    let limit = if every < limits.min_interval {
+        Some((
+            "shorter than the minimum",
+            limits.min_interval,
+            "--min-interval",
+        ))
+    } else if every > limits.max_interval {
+        Some((
+            "longer than the maximum",
+            limits.max_interval,
+            "--max-interval",
+        ))
+    } else {
+        None
+    };
+    if let Some((relation, bound, flag)) = limit {
+        return Err(ApiError::invalid(
+            "every",
+            format!(
+                "invalid every {}: it is {relation} interval of {} ({flag}). The server accepts an every from {range}",
+                excerpt(text),
+                show_interval(bound)
+            ),
+        ));
+    }
+    Ok(every)
+}
+
+/// Parses a duration such as `"250ms"`; `range` goes into the error.
+fn parse_duration_text(field: &'static str, text: &str, range: &str) -> Result<Duration, ApiError> {
+    humantime::parse_duration(text).map_err(|error| {
         ApiError::invalid(
             field,
             format!(
@@ -342,16 +412,19 @@ fn parse_interval(field: &'static str, text: &str, allow_zero: bool) -> Result<D
                 excerpt(text)
             ),
         )
-    })?;
-    if (duration.is_zero() && !allow_zero) || duration > MAX_INTERVAL {
-        return Err(ApiError::invalid(
-            field,
-            format!("invalid {field} {}: it must be from {range}", excerpt(text)),
-        ));
-    }
-    // Entries are scheduled in whole milliseconds. Accepting "1ns" would
-    // store 1ms, and a GET would show another value than the one sent.
-    if duration.subsec_nanos() % 1_000_000 != 0 {
+    })
+}
+
+/// Rejects a duration with a fraction of a millisecond. Entries are
+/// scheduled in whole milliseconds: accepting "1ns" would store 1ms, and a
+/// GET would show another value than the one sent.
+fn check_whole_millis(
+    field: &'static str,
+    text: &str,
+    duration: Duration,
+    range: &str,
+) -> Result<(), ApiError> {
+    if !duration.subsec_nanos().is_multiple_of(1_000_000) {
         return Err(ApiError::invalid(
             field,
             format!(
@@ -360,14 +433,14 @@ fn parse_interval(field: &'static str, text: &str, allow_zero: bool) -> Result<D
             ),
         ));
     }
-    Ok(duration)
+    Ok(())
 }
 
 fn parse_first_run(text: &str) -> Result<FirstRun, ApiError> {
     if text == "immediately" {
         return Ok(FirstRun::Immediately);
     }
-    parse_interval("first_run", text, true)
+    parse_interval("first_run", text, Duration::ZERO, MAX_INTERVAL)
         .map(FirstRun::After)
         .map_err(|error| ApiError {
             message: format!("{} (or \"immediately\")", error.message),
@@ -378,7 +451,18 @@ fn parse_first_run(text: &str) -> Result<FirstRun, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Interval;
+    use crate::{Interval, TICK};
+
+    /// Returns the server's default limits with a payload limit of `max_payload_bytes`.
+    fn limits(max_payload_bytes: usize) -> Limits {
+        Limits {
+            max_id_bytes: 256,
+            max_body_bytes: 1 << 20,
+            max_payload_bytes,
+            min_interval: TICK,
+            max_interval: MAX_INTERVAL,
+        }
+    }
 
     #[test]
     fn id_rule_accepts_allowed_characters() {
@@ -403,7 +487,7 @@ mod tests {
     #[test]
     fn registration_reads_every_field() {
         let body = br#"{"payload": {"order": 17}, "every": "250ms", "first_run": "immediately", "jitter": "1s", "max_alerts": 3}"#;
-        let registration = parse_registration(body, 1024).expect("valid body");
+        let registration = parse_registration(body, &limits(1024)).expect("valid body");
 
         assert_eq!(registration.payload.get(), r#"{"order": 17}"#);
         assert_eq!(
@@ -417,7 +501,8 @@ mod tests {
 
     #[test]
     fn registration_defaults_payload_to_null() {
-        let registration = parse_registration(br#"{"every": "30s"}"#, 1024).expect("valid body");
+        let registration =
+            parse_registration(br#"{"every": "30s"}"#, &limits(1024)).expect("valid body");
 
         assert_eq!(registration.payload.get(), "null");
         assert_eq!(registration.max_alerts, None);
@@ -445,7 +530,7 @@ mod tests {
             (br#"{"every": "1s", "": 1}"#, "body"),
         ];
         for (body, field) in cases {
-            let error = parse_registration(body, 1024).expect_err(field);
+            let error = parse_registration(body, &limits(1024)).expect_err(field);
             assert_eq!(
                 error.field.as_deref(),
                 Some(field),
@@ -460,7 +545,7 @@ mod tests {
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
         for payload in [deep.as_str(), r#""\ud800""#, "1e999999"] {
             let body = format!(r#"{{"every": "1s", "payload": {payload}}}"#);
-            let error = parse_registration(body.as_bytes(), 1 << 20)
+            let error = parse_registration(body.as_bytes(), &limits(1 << 20))
                 .expect_err("a payload other clients cannot read back");
             assert_eq!(
                 error.field.as_deref(),
@@ -480,9 +565,37 @@ mod tests {
     }
 
     #[test]
+    fn every_outside_configured_range_names_limit_and_flag() {
+        let narrow = Limits {
+            min_interval: Duration::from_secs(1),
+            max_interval: Duration::from_secs(3600),
+            ..limits(1024)
+        };
+        let cases = [
+            (&br#"{"every": "999ms"}"#[..], "--min-interval", "1s"),
+            (br#"{"every": "61m"}"#, "--max-interval", "1h"),
+        ];
+        for (body, flag, limit) in cases {
+            let error = parse_registration(body, &narrow).expect_err(flag);
+            assert_eq!(error.status, StatusCode::BAD_REQUEST, "{error:?}");
+            assert_eq!(error.field.as_deref(), Some("every"), "{error:?}");
+            assert!(error.message.contains(flag), "{}", error.message);
+            assert!(error.message.contains(limit), "{}", error.message);
+        }
+        for edge in [&br#"{"every": "1s"}"#[..], br#"{"every": "1h"}"#] {
+            assert!(
+                parse_registration(edge, &narrow).is_ok(),
+                "{}",
+                String::from_utf8_lossy(edge)
+            );
+        }
+    }
+
+    #[test]
     fn oversized_payload_is_413() {
         let body = format!(r#"{{"every": "1s", "payload": "{}"}}"#, "x".repeat(100));
-        let error = parse_registration(body.as_bytes(), 50).expect_err("payload over the limit");
+        let error =
+            parse_registration(body.as_bytes(), &limits(50)).expect_err("payload over the limit");
 
         assert_eq!(error.status, axum::http::StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(error.field.as_deref(), Some("payload"));

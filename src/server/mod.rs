@@ -23,17 +23,20 @@
 //!
 //! Rejected input changes nothing and gets a JSON error naming the field
 //! and the rule: 400 for invalid input, 413 for a body or payload over its
-//! limit, 415 for a content type other than JSON. Ids are 1 to
-//! `max_id_bytes` characters from `A-Z a-z 0-9 . _ : -`. Durations are
-//! whole milliseconds.
+//! limit, 415 for a content type other than JSON, 408 for a body that does
+//! not arrive within the request timeout, 414 and 431 for a request line
+//! or headers over hyper's limits. Ids are 1 to `max_id_bytes` characters
+//! from `A-Z a-z 0-9 . _ : -`. Durations are whole milliseconds, and
+//! `every` is from `min_interval` to `max_interval`.
 //!
 //! The server protects itself: with an [`AuthToken`], requests without it
 //! get 401; a put of a new id beyond `max_entries` gets 507; a request
 //! whose shard has a full command queue gets 503 with `Retry-After: 1`
-//! instead of waiting; open connections are capped at `max_connections`
-//! and closed after `idle_timeout` without traffic; and webhook deliveries
-//! in flight are capped below the worker count. [`ServeConfig`] lists
-//! every limit.
+//! instead of waiting. Open connections are capped at `max_connections`,
+//! and a connection is closed after `idle_timeout` without traffic or when
+//! a request head takes longer than `header_timeout`. Webhook deliveries
+//! run outside the worker pool, at most `webhook_concurrency` at once.
+//! [`ServeConfig`] lists every limit.
 //!
 //! # Example
 //!
@@ -51,11 +54,13 @@
 mod auth;
 mod cli;
 mod config;
+mod delivery;
 mod errors;
 mod input;
 mod listener;
 mod log_limit;
 mod routes;
+mod storage;
 mod telemetry;
 mod watchdog;
 mod webhook;
@@ -75,22 +80,26 @@ use tokio_util::sync::CancellationToken;
 pub use auth::{AuthToken, TokenText, MAX_TOKEN_BYTES, MIN_TOKEN_BYTES};
 pub use cli::{init_logging, LogFormat, Resolved, ServeArgs};
 pub use config::{
-    ServeConfig, SettingError, DEFAULT_CALL_TIMEOUT, DEFAULT_COMMAND_CAPACITY, DEFAULT_DRAIN_GRACE,
+    ServeConfig, SettingError, DEFAULT_CALL_TIMEOUT, DEFAULT_COMMAND_CAPACITY, DEFAULT_DATA_DIR,
+    DEFAULT_DRAIN_DELAY, DEFAULT_DRAIN_GRACE, DEFAULT_FLUSH_INTERVAL, DEFAULT_HEADER_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_ENTRIES, DEFAULT_MAX_ID_BYTES, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_WEBHOOK_TIMEOUT,
+    DEFAULT_MAX_ENTRIES, DEFAULT_MAX_ID_BYTES, DEFAULT_MAX_INTERVAL, DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_MIN_INTERVAL, DEFAULT_REQUEST_TIMEOUT, DEFAULT_WEBHOOK_TIMEOUT,
 };
+pub use storage::WatchCodec;
 pub use telemetry::{
     prometheus, BUILD_INFO, FALLBACK_SECONDS_BUCKETS, HTTP_DURATION_BUCKETS, HTTP_REQUESTS_TOTAL,
     HTTP_REQUEST_DURATION_SECONDS,
 };
 pub use watchdog::{
-    alerts_total, Completion, Watch, WatchRequest, Watchdog, ALERTS_TOTAL, COMPLETED_TOTAL,
-    EXPIRED_TOTAL, REGISTERED_TOTAL, WEBHOOK_TOTAL,
+    alerts_total, Completion, Watch, WatchRequest, Watchdog, WebhookResponse, ALERTS_TOTAL,
+    COMPLETED_TOTAL, EXPIRED_TOTAL, REGISTERED_TOTAL, WEBHOOK_TOTAL,
 };
 
-use crate::Manager;
-use listener::LimitedListener;
+use crate::store::FjallStore;
+use crate::{Manager, Persistence};
+use delivery::Deliveries;
+use listener::{ConnectionPhase, ConnectionTimeouts, LimitedListener};
 use routes::AppState;
 use watchdog::WatchdogMetrics;
 use webhook::Webhook;
@@ -116,6 +125,7 @@ pub const MANAGER_NAME: &str = "watchdog";
 /// # async fn run() -> anyhow::Result<()> {
 /// let config = ServeConfig {
 ///     listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+///     data_dir: None, // in memory only
 ///     ..ServeConfig::default()
 /// };
 /// let server = Server::bind(config).await?;
@@ -137,16 +147,32 @@ pub struct Server {
     manager: Manager<Watchdog>,
     state: AppState,
     config: ServeConfig,
+    deliveries: Option<DeliveriesLink>,
+}
+
+/// The server's link from its webhook deliveries to its manager. Dropping
+/// it, when the server stops or is dropped unused, unlinks them, because
+/// the manager owns the deliveries through its handler.
+struct DeliveriesLink(Arc<Deliveries>);
+
+impl Drop for DeliveriesLink {
+    fn drop(&mut self) {
+        self.0.detach();
+    }
 }
 
 impl Server {
     /// Checks the config, installs the process's Prometheus recorder (once
-    /// per process), binds the TCP listener and starts the manager.
+    /// per process), opens the data directory and reads every stored watch
+    /// back (unless `data_dir` is `None`), starts the manager and binds the
+    /// TCP listener.
     ///
     /// # Errors
     ///
-    /// An invalid setting, an invalid webhook URL, a listen address that
-    /// cannot be bound, or another metrics recorder already installed.
+    /// An invalid setting, an invalid webhook URL, a data directory that
+    /// another process holds or that is damaged (the error names it and
+    /// what to do; nothing in it is changed), a listen address that cannot
+    /// be bound, or another metrics recorder already installed.
     ///
     /// # Example
     ///
@@ -154,17 +180,39 @@ impl Server {
     pub async fn bind(config: ServeConfig) -> anyhow::Result<Server> {
         config.validate()?;
         let prometheus = telemetry::prometheus()?;
-        let webhook = config
+        let metrics = Arc::new(WatchdogMetrics::new(MANAGER_NAME));
+        let deliveries = config
             .webhook
             .as_deref()
             .map(|url| {
-                Webhook::new(
+                let webhook = Webhook::new(
                     url,
                     config.webhook_timeout,
-                    config.effective_webhook_concurrency(),
-                )
+                    config.min_interval,
+                    config.max_interval,
+                )?;
+                let max_in_flight = config.effective_webhook_concurrency();
+                anyhow::Ok(Deliveries::new(webhook, max_in_flight, metrics.clone()))
             })
             .transpose()?;
+
+        let builder = Manager::builder(Watchdog::new(metrics.clone(), deliveries.clone()))
+            .name(MANAGER_NAME)
+            .shards(config.shards)
+            .workers(config.workers)
+            .call_timeout(config.call_timeout)
+            .command_capacity(config.command_capacity);
+        let manager = match &config.data_dir {
+            Some(dir) => {
+                // The store is opened first, so a locked or damaged
+                // directory stops the start before the port is taken.
+                let store = FjallStore::open(dir)?;
+                let persistence =
+                    Persistence::new(store, WatchCodec).flush_interval(config.flush_interval);
+                builder.persistence(persistence).open().await?
+            }
+            None => builder.build().context("invalid manager settings")?,
+        };
 
         let listener = TcpListener::bind(config.listen)
             .await
@@ -172,16 +220,10 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .context("failed to read the listen address")?;
-
-        let metrics = Arc::new(WatchdogMetrics::new(MANAGER_NAME));
-        let manager = Manager::builder(Watchdog::new(metrics.clone(), webhook))
-            .name(MANAGER_NAME)
-            .shards(config.shards)
-            .workers(config.workers)
-            .call_timeout(config.call_timeout)
-            .command_capacity(config.command_capacity)
-            .build()
-            .context("invalid manager settings")?;
+        let deliveries = deliveries.map(|deliveries| {
+            deliveries.attach(manager.clone());
+            DeliveriesLink(deliveries)
+        });
         let state = AppState::new(manager.clone(), metrics, prometheus, &config);
 
         Ok(Server {
@@ -190,6 +232,7 @@ impl Server {
             manager,
             state,
             config,
+            deliveries,
         })
     }
 
@@ -215,9 +258,10 @@ impl Server {
 
     /// Serves requests until `shutdown` resolves, then drains.
     ///
-    /// Draining: `/readyz` turns 503, the listener closes, open requests
-    /// get the drain grace to finish, then the manager stops with the same
-    /// grace for running alerts.
+    /// Draining: `/readyz` turns 503 at once, every route keeps serving for
+    /// the drain delay, then the listener closes, open requests get the
+    /// drain grace to finish, and then the manager stops, while webhook
+    /// deliveries in flight get the same grace.
     ///
     /// # Errors
     ///
@@ -236,6 +280,7 @@ impl Server {
             manager,
             state,
             config,
+            deliveries,
         } = self;
         log_start(&config, local_addr);
 
@@ -243,15 +288,24 @@ impl Server {
         let graceful = {
             let stopping = stopping.clone();
             let state = state.clone();
+            let delay = config.drain_delay;
             async move {
                 shutdown.await;
-                tracing::info!("shutdown requested, draining");
                 state.start_draining();
+                tracing::info!(
+                    drain_delay = %humantime::format_duration(delay),
+                    "shutdown requested, draining: /readyz returns 503, and the listener closes after the drain delay"
+                );
+                tokio::time::sleep(delay).await;
                 stopping.cancel();
             }
         };
-        let app = routes::router(state);
-        let listener = LimitedListener::new(listener, config.max_connections, config.idle_timeout);
+        let app = routes::router(state).into_make_service_with_connect_info::<ConnectionPhase>();
+        let timeouts = ConnectionTimeouts {
+            idle: config.idle_timeout,
+            header: config.header_timeout,
+        };
+        let listener = LimitedListener::new(listener, config.max_connections, timeouts);
         let serving = axum::serve(listener, app).with_graceful_shutdown(graceful);
 
         let served = tokio::select! {
@@ -265,11 +319,20 @@ impl Server {
             }
         };
 
-        let report = manager.shutdown(config.drain_grace).await;
+        let finishing = async {
+            match &deliveries {
+                Some(link) => link.0.finish(config.drain_grace).await,
+                None => 0,
+            }
+        };
+        let (report, deliveries_unfinished) =
+            tokio::join!(manager.shutdown(config.drain_grace), finishing);
+        drop(deliveries);
         tracing::info!(
             entries_terminated = report.terminated,
             alerts_in_flight = report.in_flight,
             alerts_cancelled = report.cancelled,
+            webhook_deliveries_unfinished = deliveries_unfinished,
             "keywheel serve stopped"
         );
         served
@@ -298,6 +361,10 @@ fn log_start(config: &ServeConfig, local_addr: SocketAddr) {
         max_entries = config.max_entries,
         max_connections = config.max_connections,
         command_capacity = config.command_capacity,
+        header_timeout = %humantime::format_duration(config.header_timeout),
+        min_interval = %config::show_interval(config.min_interval),
+        max_interval = %config::show_interval(config.max_interval),
+        drain_delay = %humantime::format_duration(config.drain_delay),
         "keywheel serve started"
     );
     if config.auth_token.is_none() && !config.listen.ip().to_canonical().is_loopback() {

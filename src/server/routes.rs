@@ -1,12 +1,13 @@
 //! The HTTP routes of the watchdog and their handlers.
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
@@ -68,6 +69,8 @@ impl AppState {
                     max_id_bytes: config.max_id_bytes,
                     max_body_bytes: config.max_body_bytes,
                     max_payload_bytes: config.max_payload_bytes,
+                    min_interval: config.min_interval,
+                    max_interval: config.max_interval,
                 },
                 max_entries: config.max_entries,
                 puts_in_flight: AtomicUsize::new(0),
@@ -88,6 +91,10 @@ impl AppState {
 
     pub(crate) fn access(&self) -> &Access {
         &self.inner.access
+    }
+
+    pub(crate) fn metrics(&self) -> &WatchdogMetrics {
+        &self.inner.metrics
     }
 
     /// Marks the server as draining, so `/readyz` returns 503 from now on.
@@ -170,6 +177,38 @@ pub(crate) fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Whether a route is reading the request body, shared by the request
+/// middleware and [`TimedBody`]: a request that times out while its body
+/// is being read gets 408 instead of 503.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BodyReading(Arc<AtomicBool>);
+
+impl BodyReading {
+    pub(crate) fn is_reading(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The request body, read whole like [`Bytes`], while [`BodyReading`]
+/// marks the read.
+struct TimedBody(Result<Bytes, BytesRejection>);
+
+impl FromRequest<AppState> for TimedBody {
+    type Rejection = Infallible;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Infallible> {
+        let reading = request.extensions().get::<BodyReading>().cloned();
+        if let Some(reading) = &reading {
+            reading.0.store(true, Ordering::Relaxed);
+        }
+        let body = Bytes::from_request(request, state).await;
+        if let Some(reading) = &reading {
+            reading.0.store(false, Ordering::Relaxed);
+        }
+        Ok(TimedBody(body))
+    }
+}
+
 #[derive(Serialize)]
 struct PutReply<'a> {
     id: &'a str,
@@ -185,7 +224,7 @@ async fn put_key(
     path: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    TimedBody(body): TimedBody,
 ) -> Result<Response, ApiError> {
     let Path(id) = path.map_err(|rejection| ApiError::from_path(&rejection))?;
     let limits = &state.inner.limits;
@@ -353,11 +392,15 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: 200 while the manager serves, 503 while it starts or drains.
+/// `GET /readyz`: 200 while the manager serves, 503 while it starts, after
+/// the store failed a write (a restart is needed), and from the moment a
+/// drain begins, also while the listener is still open.
 async fn readyz(State(state): State<AppState>) -> Response {
     let manager_state = state.inner.manager.state();
     let draining = state.inner.draining.load(Ordering::Relaxed);
+    let store_failed = state.inner.manager.store_failure().is_some();
     let (status, text) = match manager_state {
+        ManagerState::Ready if store_failed => (StatusCode::SERVICE_UNAVAILABLE, "store_failed"),
         ManagerState::Ready if !draining => (StatusCode::OK, "ready"),
         ManagerState::Starting => (StatusCode::SERVICE_UNAVAILABLE, "starting"),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "draining"),

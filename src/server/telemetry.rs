@@ -11,15 +11,16 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use super::errors::ApiError;
-use super::routes::AppState;
+use super::errors::{ApiError, ValidationRejection};
+use super::listener::ConnectionPhase;
+use super::routes::{AppState, BodyReading};
 
 /// HTTP requests, by `route` (the route template) and `status`.
 ///
@@ -144,6 +145,18 @@ pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
                 HTTP_DURATION_BUCKETS,
             )
         })
+        .and_then(|builder| {
+            builder.set_buckets_for_metric(
+                Matcher::Full(crate::metrics::STORE_COMMIT_SECONDS.to_string()),
+                crate::metrics::STORE_COMMIT_BUCKETS,
+            )
+        })
+        .and_then(|builder| {
+            builder.set_buckets_for_metric(
+                Matcher::Full(crate::metrics::STORE_BATCH_OPS.to_string()),
+                crate::metrics::STORE_BATCH_BUCKETS,
+            )
+        })
         .context("invalid histogram buckets")?
         .install_recorder()
         .context("failed to install the Prometheus recorder; another metrics recorder is already installed in this process")?;
@@ -187,14 +200,26 @@ fn describe() {
     );
 }
 
-/// Counts and times every request by route template, method and status, and
-/// returns 503 when its handling exceeds the request timeout.
+/// Counts and times every request by route template, method and status,
+/// counts validation rejections, marks the connection's request cycle for
+/// its header timeout, and responds to a request over the request timeout:
+/// 408 if its body was still arriving, 503 otherwise.
 pub(crate) async fn observe(
     State(state): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
+    let phase = request
+        .extensions()
+        .get::<ConnectInfo<ConnectionPhase>>()
+        .map(|ConnectInfo(phase)| phase.clone());
+    if let Some(phase) = &phase {
+        phase.request_started();
+    }
+    let body_reading = BodyReading::default();
+    request.extensions_mut().insert(body_reading.clone());
+
     let method = method_label(request.method());
     let route = request
         .extensions()
@@ -208,17 +233,21 @@ pub(crate) async fn observe(
     // delete that already reached its shard still takes effect, unacknowledged.
     let response = match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
+        Err(_) if body_reading.is_reading() => ApiError::body_timeout(timeout).into_response(),
         Err(_) => ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             field: None,
             message: format!(
-                "request timed out after {}: the server is overloaded or the body arrives too slowly",
+                "request timed out after {}: the server is overloaded",
                 humantime::format_duration(timeout)
             ),
         }
         .into_response(),
     };
 
+    if let Some(ValidationRejection(reason)) = response.extensions().get() {
+        state.metrics().count_rejected(reason);
+    }
     let status = response.status().as_u16().to_string();
     let labels = [
         ("route", route),
@@ -227,6 +256,9 @@ pub(crate) async fn observe(
     ];
     metrics::counter!(HTTP_REQUESTS_TOTAL, &labels).increment(1);
     metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, &labels).record(started.elapsed());
+    if let Some(phase) = &phase {
+        phase.request_finished();
+    }
     response
 }
 

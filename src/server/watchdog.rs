@@ -6,6 +6,10 @@
 //! of the entry is an overdue alert: a rate-limited `warn` line, a counter
 //! and, with a webhook configured, a POST that can steer the entry. After
 //! `max_alerts` alerts the entry expires.
+//!
+//! The POST runs outside the worker pool, and its response comes back as a
+//! cast (see `delivery`). While it is in flight, due performs of the same
+//! entry raise no new alert.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,8 +20,10 @@ use metrics::{describe_counter, Counter, Label};
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
+use super::delivery::{Claim, Deliveries};
+use super::errors::REJECTION_REASONS;
 use super::log_limit::LogLimiter;
-use super::webhook::Webhook;
+use super::webhook::{Alert, Steer};
 use crate::{Handler, Outcome, TerminateReason};
 
 /// Overdue alerts, by `manager`.
@@ -53,7 +59,8 @@ pub const REGISTERED_TOTAL: &str = "keywheel_watchdog_registered_total";
 /// ```
 pub const COMPLETED_TOTAL: &str = "keywheel_watchdog_completed_total";
 /// Webhook deliveries, by `manager` and `result` (continue, reschedule,
-/// halt, rejected, failed, skipped).
+/// halt, rejected, failed, skipped). A result is counted when the
+/// delivery ends, also if the entry is gone by then.
 ///
 /// # Example
 ///
@@ -69,6 +76,9 @@ const LOG_EVERY: Duration = Duration::from_secs(1);
 
 /// Every alert of every watchdog in this process.
 static ALERTS: AtomicU64 = AtomicU64::new(0);
+
+/// The last registration number handed out; see [`Watch::new`].
+static REGISTRATIONS: AtomicU64 = AtomicU64::new(0);
 
 /// Returns how many overdue alerts all watchdogs of this process have
 /// raised so far.
@@ -125,6 +135,9 @@ pub struct Watch {
     registered_at: SystemTime,
     alerts: u32,
     max_alerts: Option<NonZeroU32>,
+    /// A number unique to this watch in the process, so that a webhook
+    /// response meant for an earlier watch of the same id is recognized.
+    registration: u64,
 }
 
 impl Watch {
@@ -141,7 +154,29 @@ impl Watch {
             registered_at: SystemTime::now(),
             alerts: 0,
             max_alerts,
+            registration: REGISTRATIONS.fetch_add(1, Ordering::Relaxed) + 1,
         }
+    }
+
+    /// Rebuilds a watch read back from the store: registered at
+    /// `registered_at` (wall clock), with `alerts` raised so far.
+    pub(crate) fn restored(
+        payload: Arc<RawValue>,
+        registered_at: SystemTime,
+        alerts: u32,
+        max_alerts: Option<NonZeroU32>,
+    ) -> Self {
+        // The monotonic registration time is as far back as the wall clock
+        // says, so `pending_for` includes the time the process was down.
+        let ago = SystemTime::now()
+            .duration_since(registered_at)
+            .unwrap_or_default();
+        let now = Instant::now();
+        let mut watch = Watch::new(payload, max_alerts);
+        watch.registered = now.checked_sub(ago).unwrap_or(now);
+        watch.registered_at = registered_at;
+        watch.alerts = alerts;
+        watch
     }
 
     /// Returns the client's payload, as the JSON text it sent.
@@ -254,6 +289,30 @@ pub struct Completion {
     pub registered_at: SystemTime,
 }
 
+/// The message of a watchdog `cast`: what a webhook's response to one
+/// alert requests of the entry.
+///
+/// Only the server creates these. A delivery task casts one to the entry
+/// when the webhook responds with a new interval or with 410 Gone, and
+/// after any response to the entry's last alert before `max_alerts`. The
+/// watchdog applies it only to the watch the alert was about: a response
+/// that reaches an entry registered again in the meantime changes nothing.
+///
+/// # Example
+///
+/// ```
+/// use keywheel::server::{Watchdog, WebhookResponse};
+/// use keywheel::Handler;
+///
+/// fn is_cast_message(_: <Watchdog as Handler>::Message) {}
+/// let _check: fn(WebhookResponse) = is_cast_message;
+/// ```
+#[derive(Debug, Clone)]
+pub struct WebhookResponse {
+    pub(crate) registration: u64,
+    pub(crate) steer: Steer,
+}
+
 /// Counter handles of one watchdog, registered once with its `manager` label.
 #[derive(Debug)]
 pub(crate) struct WatchdogMetrics {
@@ -262,6 +321,9 @@ pub(crate) struct WatchdogMetrics {
     pub(crate) registered: Counter,
     pub(crate) completed: Counter,
     pub(crate) webhook: WebhookCounters,
+    /// `keywheel_rejected_total` by reason, for requests that failed
+    /// input validation; see [`REJECTION_REASONS`].
+    rejected: Vec<(&'static str, Counter)>,
 }
 
 /// Webhook deliveries by result.
@@ -277,7 +339,8 @@ pub(crate) struct WebhookCounters {
     pub(crate) rejected: Counter,
     /// No response: a connection error or a timeout.
     pub(crate) failed: Counter,
-    /// Not sent, because the maximum number of deliveries was in flight.
+    /// Not sent, because the maximum number of deliveries was in flight or
+    /// an earlier watch of the id still had one in flight.
     pub(crate) skipped: Counter,
 }
 
@@ -309,6 +372,27 @@ impl WatchdogMetrics {
                 failed: webhook("failed"),
                 skipped: webhook("skipped"),
             },
+            rejected: REJECTION_REASONS
+                .iter()
+                .map(|&reason| {
+                    let counter = metrics::counter!(
+                        crate::metrics::REJECTED_TOTAL,
+                        vec![
+                            Label::new("manager", manager.to_string()),
+                            Label::new("reason", reason),
+                        ]
+                    );
+                    (reason, counter)
+                })
+                .collect(),
+        }
+    }
+
+    /// Counts a request rejected by input validation, by `reason`, one
+    /// of [`REJECTION_REASONS`].
+    pub(crate) fn count_rejected(&self, reason: &str) {
+        if let Some((_, counter)) = self.rejected.iter().find(|(known, _)| *known == reason) {
+            counter.increment(1);
         }
     }
 }
@@ -342,16 +426,16 @@ impl WatchdogMetrics {
 #[derive(Debug)]
 pub struct Watchdog {
     metrics: Arc<WatchdogMetrics>,
-    webhook: Option<Webhook>,
+    deliveries: Option<Arc<Deliveries>>,
     overdue_log: LogLimiter,
     expired_log: LogLimiter,
 }
 
 impl Watchdog {
-    pub(crate) fn new(metrics: Arc<WatchdogMetrics>, webhook: Option<Webhook>) -> Self {
+    pub(crate) fn new(metrics: Arc<WatchdogMetrics>, deliveries: Option<Arc<Deliveries>>) -> Self {
         Watchdog {
             metrics,
-            webhook,
+            deliveries,
             overdue_log: LogLimiter::new(LOG_EVERY),
             expired_log: LogLimiter::new(LOG_EVERY),
         }
@@ -367,6 +451,13 @@ impl Watchdog {
                 "callback overdue"
             );
         }
+    }
+
+    /// Counts and logs the expiry of an entry that reached `max_alerts`.
+    fn expire(&self, id: &str, watch: &Watch) -> Outcome<Arc<str>> {
+        self.metrics.expired.increment(1);
+        self.log_expired(id, watch, watch.pending_for());
+        Outcome::Halt
     }
 
     fn log_expired(&self, id: &str, watch: &Watch, pending_for: Duration) {
@@ -387,9 +478,17 @@ impl Handler for Watchdog {
     type Payload = Watch;
     type Request = WatchRequest;
     type Reply = Option<Completion>;
-    type Message = ();
+    type Message = WebhookResponse;
 
     async fn perform(&self, id: &Arc<str>, watch: &mut Watch) -> Outcome<Arc<str>> {
+        let claim = self
+            .deliveries
+            .as_ref()
+            .map(|deliveries| deliveries.claim(id, watch.registration));
+        if matches!(claim, Some(Claim::Delivering)) {
+            return Outcome::Continue;
+        }
+
         watch.alerts = watch.alerts.saturating_add(1);
         ALERTS.fetch_add(1, Ordering::Relaxed);
         self.metrics.alerts.increment(1);
@@ -397,24 +496,28 @@ impl Handler for Watchdog {
         let pending_for = watch.pending_for();
         self.log_overdue(id, watch, pending_for);
 
-        let outcome = match &self.webhook {
-            Some(webhook) => {
-                webhook
-                    .deliver(id, watch, pending_for, &self.metrics.webhook)
-                    .await
+        let mut delivering = false;
+        if let (Some(deliveries), Some(claim)) = (&self.deliveries, claim) {
+            match claim {
+                Claim::Granted(ticket) => {
+                    let alert =
+                        Alert::new(id.clone(), watch.payload.clone(), pending_for, watch.alerts);
+                    deliveries.send(ticket, alert, watch.has_expired());
+                    delivering = true;
+                }
+                other => deliveries.skip(id, &other),
             }
-            None => Outcome::Continue,
-        };
-        if matches!(outcome, Outcome::Halt) {
-            return outcome;
         }
 
         if watch.has_expired() {
-            self.metrics.expired.increment(1);
-            self.log_expired(id, watch, pending_for);
-            return Outcome::Halt;
+            if delivering {
+                // The entry expires once the webhook has responded to its
+                // last alert (see `cast`), because a 410 to it still counts.
+                return Outcome::Continue;
+            }
+            return self.expire(id, watch);
         }
-        outcome
+        Outcome::Continue
     }
 
     async fn call(
@@ -434,6 +537,29 @@ impl Handler for Watchdog {
                 };
                 (Some(completion), Outcome::Halt)
             }
+        }
+    }
+
+    /// Applies a webhook's response, unless it was meant for an earlier
+    /// watch of this id.
+    async fn cast(
+        &self,
+        id: &Arc<str>,
+        watch: &mut Watch,
+        response: WebhookResponse,
+    ) -> Outcome<Arc<str>> {
+        if response.registration != watch.registration {
+            tracing::debug!(
+                id = &**id,
+                "webhook response ignored, because the entry was registered again since the alert"
+            );
+            return Outcome::Continue;
+        }
+        match response.steer {
+            Steer::Halt => Outcome::Halt,
+            _ if watch.has_expired() => self.expire(id, watch),
+            Steer::Continue => Outcome::Continue,
+            Steer::Reschedule(every) => Outcome::Reschedule(every),
         }
     }
 

@@ -3,22 +3,16 @@
 //! Each alert is a `POST` of `{id, payload, pending_for, pending_for_ms,
 //! alerts}` with a timeout. The response decides what the entry does next:
 //!
-//! | response | outcome |
+//! | response | steer |
 //! |---|---|
 //! | 2xx with a JSON object holding `every` (a duration such as `"5m"`) | `Reschedule` to that interval |
 //! | any other 2xx | `Continue` |
 //! | 410 Gone | `Halt`: the entry is removed |
 //! | any other status, a timeout or a connection error | `Continue`, counted and logged |
 //!
-//! The delivery runs inside the entry's perform, so a `GET` or `complete`
-//! of that id waits for it. The server therefore requires the webhook
-//! timeout to be shorter than the call timeout.
-//!
-//! A delivery that waits occupies a worker of the pool. A semaphore bounds the
-//! deliveries in flight below the pool size, so a slow webhook never takes
-//! every worker: an alert that finds no free slot is not sent, is counted
-//! with result `skipped`, and goes out at the entry's next due time if a
-//! slot is free then. It still counts towards `max_alerts`.
+//! This module only posts and reads the response. The deliveries run in
+//! tasks of their own, outside the worker pool, and their responses reach
+//! the entry later as casts (see `delivery`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,11 +21,10 @@ use anyhow::Context;
 use reqwest::{StatusCode, Url};
 use serde::Serialize;
 use serde_json::value::RawValue;
-use tokio::sync::Semaphore;
 
+use super::config::show_interval;
 use super::log_limit::LogLimiter;
-use super::watchdog::{format_millis, Watch, WebhookCounters};
-use crate::{Outcome, MAX_INTERVAL};
+use super::watchdog::{format_millis, WebhookCounters};
 
 /// Maximum response body read for steering. A new interval fits in a few
 /// bytes, so a larger body is not read further and changes nothing.
@@ -40,38 +33,70 @@ const MAX_RESPONSE_BYTES: usize = 4096;
 /// Minimum time between two webhook failure lines.
 const LOG_EVERY: Duration = Duration::from_secs(1);
 
+/// What a webhook's response requests of the entry the alert was about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Steer {
+    /// Keep the entry and its interval.
+    Continue,
+    /// Keep the entry with a new interval, starting now.
+    Reschedule(Duration),
+    /// Remove the entry.
+    Halt,
+}
+
 /// The body of one alert.
-#[derive(Serialize)]
-struct Alert<'a> {
-    id: &'a str,
-    payload: &'a RawValue,
-    pending_for: String,
-    pending_for_ms: u64,
-    alerts: u32,
+#[derive(Debug, Serialize)]
+pub(crate) struct Alert {
+    pub(crate) id: Arc<str>,
+    pub(crate) payload: Arc<RawValue>,
+    pub(crate) pending_for: String,
+    pub(crate) pending_for_ms: u64,
+    pub(crate) alerts: u32,
+}
+
+impl Alert {
+    pub(crate) fn new(
+        id: Arc<str>,
+        payload: Arc<RawValue>,
+        pending_for: Duration,
+        alerts: u32,
+    ) -> Self {
+        Alert {
+            id,
+            payload,
+            pending_for: format_millis(pending_for).to_string(),
+            pending_for_ms: u64::try_from(pending_for.as_millis()).unwrap_or(u64::MAX),
+            alerts,
+        }
+    }
 }
 
 /// A webhook client: the URL, a client with the delivery timeout, the
-/// slots for deliveries in flight, and rate limits for log lines.
+/// range a new interval must fall in, and a rate limit for failure lines.
 #[derive(Debug)]
 pub(crate) struct Webhook {
     client: reqwest::Client,
     url: Url,
     timeout: Duration,
-    in_flight: Semaphore,
-    max_in_flight: usize,
+    min_interval: Duration,
+    max_interval: Duration,
     failure_log: LogLimiter,
-    skipped_log: LogLimiter,
 }
 
 impl Webhook {
-    /// Builds a client for `url` with `timeout` per delivery and at most
-    /// `max_in_flight` deliveries at once.
+    /// Builds a client for `url` with `timeout` per delivery. A response
+    /// may set a new interval from `min_interval` to `max_interval`.
     ///
     /// # Errors
     ///
     /// An invalid URL or a client that cannot be built. The URL was
     /// checked with the config, so the first should not happen.
-    pub(crate) fn new(url: &str, timeout: Duration, max_in_flight: usize) -> anyhow::Result<Self> {
+    pub(crate) fn new(
+        url: &str,
+        timeout: Duration,
+        min_interval: Duration,
+        max_interval: Duration,
+    ) -> anyhow::Result<Self> {
         let parsed = Url::parse(url)
             .with_context(|| format!("invalid --webhook {}", redacted_url_text(url)))?;
         let client = reqwest::Client::builder()
@@ -82,44 +107,21 @@ impl Webhook {
             client,
             url: parsed,
             timeout,
-            in_flight: Semaphore::new(max_in_flight),
-            max_in_flight,
+            min_interval,
+            max_interval,
             failure_log: LogLimiter::new(LOG_EVERY),
-            skipped_log: LogLimiter::new(LOG_EVERY),
         })
     }
 
-    /// Posts one alert and turns the response into the entry's outcome.
-    pub(crate) async fn deliver(
-        &self,
-        id: &Arc<str>,
-        watch: &Watch,
-        pending_for: Duration,
-        counters: &WebhookCounters,
-    ) -> Outcome<Arc<str>> {
-        let Ok(_slot) = self.in_flight.try_acquire() else {
-            counters.skipped.increment(1);
-            if let Some(suppressed) = self.skipped_log.allow() {
-                tracing::warn!(
-                    id = &**id,
-                    url = %redacted_url(&self.url),
-                    max_in_flight = self.max_in_flight,
-                    suppressed,
-                    "webhook: every delivery slot is taken, so this alert was not sent; it is retried at the entry's next due time"
-                );
-            }
-            return Outcome::Continue;
-        };
+    /// Returns the URL without credentials, for log lines.
+    pub(crate) fn shown_url(&self) -> String {
+        redacted_url(&self.url)
+    }
 
-        let alert = Alert {
-            id,
-            payload: watch.payload(),
-            pending_for: format_millis(pending_for).to_string(),
-            pending_for_ms: u64::try_from(pending_for.as_millis()).unwrap_or(u64::MAX),
-            alerts: watch.alerts(),
-        };
-
-        let response = match self.client.post(self.url.clone()).json(&alert).send().await {
+    /// Posts one alert, counts the result and returns what the response
+    /// requests of the entry.
+    pub(crate) async fn post(&self, alert: &Alert, counters: &WebhookCounters) -> Steer {
+        let response = match self.client.post(self.url.clone()).json(alert).send().await {
             Ok(response) => response,
             Err(error) => {
                 counters.failed.increment(1);
@@ -131,38 +133,41 @@ impl Webhook {
                 } else {
                     format!("delivery failed: {}", error_chain(&error))
                 };
-                self.log_failure(id, &problem);
-                return Outcome::Continue;
+                self.log_failure(&alert.id, &problem);
+                return Steer::Continue;
             }
         };
 
         let status = response.status();
         if status == StatusCode::GONE {
             counters.halted.increment(1);
-            return Outcome::Halt;
+            return Steer::Halt;
         }
         if !status.is_success() {
             counters.rejected.increment(1);
             self.log_failure(
-                id,
+                &alert.id,
                 &format!("webhook returned {status}, so the entry continues"),
             );
-            return Outcome::Continue;
+            return Steer::Continue;
         }
 
-        match read_new_interval(response).await {
+        match self.read_new_interval(response).await {
             Ok(Some(every)) => {
                 counters.rescheduled.increment(1);
-                Outcome::Reschedule(every)
+                Steer::Reschedule(every)
             }
             Ok(None) => {
                 counters.continued.increment(1);
-                Outcome::Continue
+                Steer::Continue
             }
             Err(problem) => {
                 counters.rejected.increment(1);
-                self.log_failure(id, &format!("{problem}, so the entry keeps its interval"));
-                Outcome::Continue
+                self.log_failure(
+                    &alert.id,
+                    &format!("{problem}, so the entry keeps its interval"),
+                );
+                Steer::Continue
             }
         }
     }
@@ -172,46 +177,51 @@ impl Webhook {
             tracing::warn!(id, url = %redacted_url(&self.url), suppressed, "webhook: {problem}");
         }
     }
-}
 
-/// Reads a 2xx response: `Ok(Some(interval))` for a JSON object with a valid
-/// `every`, `Ok(None)` for any body without one, and an error for an
-/// invalid `every` or an oversized body.
-async fn read_new_interval(mut response: reqwest::Response) -> Result<Option<Duration>, String> {
-    let mut body = Vec::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                body.extend_from_slice(&chunk);
-                if body.len() > MAX_RESPONSE_BYTES {
-                    return Err(format!(
-                        "response body is over {MAX_RESPONSE_BYTES} bytes and was ignored"
-                    ));
+    /// Reads a 2xx response: `Ok(Some(interval))` for a JSON object with a
+    /// valid `every`, `Ok(None)` for any body without one, and an error for
+    /// an invalid `every`, one outside the server's interval range, or an
+    /// oversized body.
+    async fn read_new_interval(
+        &self,
+        mut response: reqwest::Response,
+    ) -> Result<Option<Duration>, String> {
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > MAX_RESPONSE_BYTES {
+                        return Err(format!(
+                            "response body is over {MAX_RESPONSE_BYTES} bytes and was ignored"
+                        ));
+                    }
                 }
+                Ok(None) => break,
+                Err(error) => return Err(format!("reading the response failed: {error}")),
             }
-            Ok(None) => break,
-            Err(error) => return Err(format!("reading the response failed: {error}")),
         }
-    }
 
-    let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(&body) else {
-        return Ok(None);
-    };
-    let Some(every) = fields.get("every") else {
-        return Ok(None);
-    };
-    let text = every
-        .as_str()
-        .ok_or_else(|| format!("response has a non-string every {every}"))?;
-    let interval = humantime::parse_duration(text)
-        .map_err(|error| format!("response has an invalid every {text:?}: {error}"))?;
-    if interval.is_zero() || interval > MAX_INTERVAL {
-        return Err(format!(
-            "response has an every {text:?} outside 1ms to {}days",
-            MAX_INTERVAL.as_secs() / 86_400
-        ));
+        let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice(&body) else {
+            return Ok(None);
+        };
+        let Some(every) = fields.get("every") else {
+            return Ok(None);
+        };
+        let text = every
+            .as_str()
+            .ok_or_else(|| format!("response has a non-string every {every}"))?;
+        let interval = humantime::parse_duration(text)
+            .map_err(|error| format!("response has an invalid every {text:?}: {error}"))?;
+        if interval < self.min_interval || interval > self.max_interval {
+            return Err(format!(
+                "response has an every {text:?} outside the server's range of {} to {} (--min-interval, --max-interval)",
+                show_interval(self.min_interval),
+                show_interval(self.max_interval)
+            ));
+        }
+        Ok(Some(interval))
     }
-    Ok(Some(interval))
 }
 
 /// Returns the URL without user name, password and query, which may hold

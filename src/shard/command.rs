@@ -62,6 +62,13 @@ pub(crate) enum Command<H: Handler> {
         message: H::Message,
         reply: Reply<()>,
     },
+    /// Entries read back from the store at start.
+    Restore {
+        items: Vec<super::persist::Restored<H>>,
+        reply: oneshot::Sender<super::persist::RestoreCounts>,
+    },
+    /// Writes the entries whose payload changed since their last write.
+    Flush,
     Shutdown {
         grace: Duration,
         run_terminate: bool,

@@ -4,6 +4,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::command::{Command, PutMode, Waiter};
@@ -11,11 +12,14 @@ use super::entry::Flags;
 use super::timers::TimerRef;
 use super::Shard;
 use crate::config::PanicPolicy;
+use crate::error::Error;
 use crate::handler::{Handler, Outcome, OutcomeKind, TerminateReason};
 use crate::options::{
     clamp_interval, Cadence, EntryOptions, FirstRun, Interval, PackedInterval, MAX_INTERVAL,
 };
+use crate::persist::record;
 use crate::pool::{Done, PendingReply, Ran};
+use crate::store::StoreOp;
 use crate::Id;
 
 /// Panics of one entry within the current restart window.
@@ -36,6 +40,9 @@ impl<H: Handler> Shard<H> {
             return;
         }
 
+        let due = self
+            .take_recovered_due(timer.slot, timer.generation)
+            .unwrap_or(due);
         let waiter = Waiter::Perform { due };
         if self.must_wait(timer.slot) {
             self.enqueue(timer.slot, waiter);
@@ -104,6 +111,7 @@ impl<H: Handler> Shard<H> {
             self.check_overrun(slot, started, finished);
         }
 
+        let ran_callback = !matches!(ran, Ran::Skipped | Ran::Cancelled);
         let alive = match ran {
             Ran::Outcome(outcome) => self.apply_outcome(
                 slot,
@@ -117,9 +125,18 @@ impl<H: Handler> Shard<H> {
             }
             Ran::Skipped | Ran::Cancelled => true,
         };
-        // The caller of a call hears back only now that its outcome applies.
-        if let Some(answer) = answer {
-            answer.send();
+        // A change that rewrote or deleted the record covers the payload too.
+        if alive && ran_callback && self.pending_ops.is_empty() {
+            self.mark_dirty(slot, was_perform);
+        }
+        // The caller of a call hears back only now that its outcome applies,
+        // and, with a store, once the outcome's writes are committed.
+        match answer {
+            Some(answer) if !self.pending_ops.is_empty() => {
+                self.submit_pending(Some(Box::new(move |result| answer.send_after(result))));
+            }
+            Some(answer) => answer.send(),
+            None => self.submit_pending(None),
         }
         if alive {
             self.start_next_waiter(slot, now);
@@ -155,9 +172,11 @@ impl<H: Handler> Shard<H> {
                     // for an entry that had no schedule (`Interval::Never`).
                     self.arm(slot, now + interval, now);
                 }
+                self.queue_record(slot, now);
                 true
             }
             Outcome::Halt => {
+                self.queue_delete(slot);
                 self.remove(slot, TerminateReason::Halted);
                 false
             }
@@ -215,21 +234,21 @@ impl<H: Handler> Shard<H> {
             jitter: Duration::ZERO,
             cadence: entry.cadence(),
         };
+        // With a store, the old record's delete and the new record go in
+        // one commit, before the insert reaches the target shard, so the
+        // target's later writes for the new id come after them.
+        let committed = self.write_move(slot, &new_id, &payload, &options, now);
         self.remove(slot, TerminateReason::Moved);
 
         let target = (new_id.stable_hash() % self.ctx.config.shards as u64) as usize;
         if target == self.ctx.index {
             self.put(new_id, payload, options, PutMode::Upsert, now);
-            if let Some(answer) = answer {
-                answer.send();
-            }
+            answer_after(answer, committed);
             return;
         }
         let Some(peer) = self.ctx.peers[target].upgrade() else {
             // Every manager handle is gone; nobody can read the new id.
-            if let Some(answer) = answer {
-                answer.send();
-            }
+            answer_after(answer, committed);
             return;
         };
         let command = Command::Put {
@@ -245,18 +264,44 @@ impl<H: Handler> Shard<H> {
             Err(TrySendError::Full(command)) => {
                 tokio::spawn(async move {
                     let _ = peer.send(command).await;
-                    if let Some(answer) = answer {
-                        answer.send();
-                    }
+                    answer_after(answer, committed);
                 });
             }
             // Queued, or the target shard has stopped (shutdown).
-            Ok(()) | Err(TrySendError::Closed(_)) => {
-                if let Some(answer) = answer {
-                    answer.send();
-                }
-            }
+            Ok(()) | Err(TrySendError::Closed(_)) => answer_after(answer, committed),
         }
+    }
+
+    /// Sends the store writes of a move: delete the old record, write the
+    /// new one. Returns the commit's result to come, or `None` without a
+    /// store.
+    fn write_move(
+        &mut self,
+        slot: u32,
+        new_id: &H::Id,
+        payload: &H::Payload,
+        options: &EntryOptions,
+        now: Instant,
+    ) -> Option<oneshot::Receiver<Result<(), Error>>> {
+        if !self.persisting() {
+            return None;
+        }
+        self.queue_delete(slot);
+        match self.encode(new_id, payload) {
+            Ok(encoded) => {
+                let head = self.moved_head(options, now);
+                self.pending_ops.push(StoreOp::Put {
+                    key: encoded.key_bytes(),
+                    value: record::encode(&head, encoded.payload_bytes()),
+                });
+            }
+            Err(error) => self.log_store_problem(&error),
+        }
+        let (done, committed) = oneshot::channel();
+        self.submit_pending(Some(Box::new(move |result| {
+            let _ = done.send(result);
+        })));
+        Some(committed)
     }
 
     /// Applies the manager's panic policy; returns false if the entry was removed.
@@ -287,6 +332,7 @@ impl<H: Handler> Shard<H> {
         let over_limit = window.count > config.max_restarts;
 
         if over_limit || config.panic_policy == PanicPolicy::Remove {
+            self.queue_delete(slot);
             self.remove(slot, TerminateReason::Panicked(message));
             return false;
         }
@@ -359,6 +405,29 @@ impl<H: Handler> Shard<H> {
                 continue;
             }
             self.dispatch(slot, waiter, now);
+        }
+    }
+}
+
+/// Answers a call after its move is committed (when there is a store).
+fn answer_after<H: Handler>(
+    answer: Option<PendingReply<H>>,
+    committed: Option<oneshot::Receiver<Result<(), Error>>>,
+) {
+    let Some(answer) = answer else {
+        return;
+    };
+    match committed {
+        None => answer.send(),
+        Some(committed) => {
+            tokio::spawn(async move {
+                let result = committed.await.unwrap_or_else(|_| {
+                    Err(Error::Store {
+                        detail: "the store closed before the commit".to_string(),
+                    })
+                });
+                answer.send_after(result);
+            });
         }
     }
 }

@@ -105,7 +105,7 @@ impl<H: Handler> Shard<H> {
     }
 
     /// Advances a drain after a turn; returns true when the shard is done.
-    pub(super) fn drain_step(&mut self, _now: Instant) -> bool {
+    pub(super) fn drain_step(&mut self, now: Instant) -> bool {
         match &mut self.phase {
             Phase::Running => false,
             Phase::Draining(_) if self.in_flight > 0 => false,
@@ -116,6 +116,9 @@ impl<H: Handler> Shard<H> {
                     unreachable!()
                 };
                 self.phase = Phase::Terminating(drain);
+                // Every payload is back in the slab: write the last changes
+                // before `terminate` takes the payloads.
+                self.flush_dirty(now);
                 if run_terminate {
                     self.terminate_all();
                 }

@@ -47,6 +47,9 @@ impl Flags {
     pub(crate) const ARMED: u8 = 1 << 5;
     /// The timer is in the queue tagged 1 (otherwise 0).
     pub(crate) const QUEUE_ONE: u8 = 1 << 6;
+    /// A callback may have changed the payload since it was last written to
+    /// the store; the entry is in its shard's dirty list.
+    pub(crate) const DIRTY: u8 = 1 << 7;
 
     pub(crate) fn has(self, bit: u8) -> bool {
         self.0 & bit != 0

@@ -40,6 +40,7 @@ mod drain;
 mod entry;
 mod index;
 mod operations;
+pub(crate) mod persist;
 pub(crate) mod timers;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -183,6 +184,8 @@ pub(crate) struct ShardContext<H: Handler> {
     pub(crate) hasher: hashbrown::DefaultHashBuilder,
     /// The routing ring, when routed calls are on.
     pub(crate) ring: Option<Arc<crate::routing::Ring<H::Id>>>,
+    /// The store writer, when persistence is on.
+    pub(crate) persist: Option<persist::ShardPersist<H>>,
 }
 
 pub(crate) struct Shard<H: Handler> {
@@ -208,6 +211,15 @@ pub(crate) struct Shard<H: Handler> {
     rng: u64,
     overrun_log: crate::log::LogLimiter,
     panic_log: crate::log::LogLimiter,
+    store_log: crate::log::LogLimiter,
+    /// Entries whose payload may have changed since their last write, as
+    /// (slot, generation); see [`Flags::DIRTY`](entry::Flags::DIRTY).
+    dirty: Vec<(u32, u32)>,
+    /// Store writes of the change being applied, sent together.
+    pending_ops: Vec<crate::store::StoreOp>,
+    /// The original due time of entries that were overdue at recovery, by
+    /// slot, with the entry's generation.
+    recovered_due: HashMap<u32, (u32, Instant)>,
 }
 
 impl<H: Handler> Shard<H> {
@@ -237,6 +249,10 @@ impl<H: Handler> Shard<H> {
             rng: seed | 1,
             overrun_log: crate::log::LogLimiter::new(),
             panic_log: crate::log::LogLimiter::new(),
+            store_log: crate::log::LogLimiter::new(),
+            dirty: Vec::new(),
+            pending_ops: Vec::new(),
+            recovered_due: HashMap::new(),
         }
     }
 

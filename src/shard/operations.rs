@@ -30,24 +30,55 @@ impl<H: Handler> Shard<H> {
                 options,
                 mode,
                 reply,
-            } => {
-                let result = self.put(id, payload, options, mode, now);
-                if let Some(reply) = reply {
+            } => match reply {
+                Some(reply) if self.persisting() => {
+                    self.put_persisted(id, payload, options, mode, reply, now)
+                }
+                Some(reply) => {
+                    let (result, _) = self.put(id, payload, options, mode, now);
                     let _ = reply.send(Ok(result));
                 }
-            }
+                // The insert half of a `Move`: the shard the entry left has
+                // written its record already.
+                None => {
+                    self.put(id, payload, options, mode, now);
+                }
+            },
             Command::PutMany { items, mode, reply } => {
+                let encoded = if self.persisting() {
+                    let encoded: Result<Vec<_>, Error> = items
+                        .iter()
+                        .map(|(id, payload, _)| self.encode(id, payload))
+                        .collect();
+                    match encoded {
+                        Ok(encoded) => Some(encoded),
+                        Err(error) => {
+                            let _ = reply.send(Err(error));
+                            return;
+                        }
+                    }
+                } else {
+                    None
+                };
+
                 let (mut inserted, mut replaced) = (0, 0);
+                let mut ops = Vec::new();
                 self.index.reserve(&self.slab, items.len());
                 self.slab.reserve(items.len());
+                let mut encoded = encoded.map(Vec::into_iter);
                 for (id, payload, options) in items {
-                    match self.put(id, payload, options, mode, now) {
+                    let (result, slot) = self.put(id, payload, options, mode, now);
+                    let bytes = encoded.as_mut().and_then(Iterator::next);
+                    match result {
                         PutResult::Inserted => inserted += 1,
                         PutResult::Replaced => replaced += 1,
-                        PutResult::Exists => {}
+                        PutResult::Exists => continue,
+                    }
+                    if let Some(bytes) = bytes {
+                        ops.push(self.record_op(slot, bytes, now));
                     }
                 }
-                let _ = reply.send(Ok((inserted, replaced)));
+                self.submit_with_reply(ops, reply, (inserted, replaced));
             }
             Command::Get { id, reply } => self.get(id, reply),
             Command::Contains { id, reply } => {
@@ -55,11 +86,14 @@ impl<H: Handler> Shard<H> {
             }
             Command::Del { id, reply } => {
                 let existed = self.del(&id);
-                let _ = reply.send(Ok(existed));
+                let ops = self.delete_ops(existed.then_some(&id));
+                self.submit_with_reply(ops, reply, existed);
             }
             Command::DelMany { ids, reply } => {
-                let deleted = ids.iter().filter(|id| self.del(id)).count();
-                let _ = reply.send(Ok(deleted));
+                let deleted: Vec<&H::Id> = ids.iter().filter(|id| self.del(id)).collect();
+                let count = deleted.len();
+                let ops = self.delete_ops(deleted);
+                self.submit_with_reply(ops, reply, count);
             }
             Command::Call {
                 id,
@@ -69,6 +103,8 @@ impl<H: Handler> Shard<H> {
                 reply,
             } => self.call(id, request, deadline, issued, reply, now),
             Command::Cast { id, message, reply } => self.cast(id, message, reply),
+            Command::Restore { items, reply } => self.restore(items, reply, now),
+            Command::Flush => self.flush_dirty(now),
             Command::Shutdown {
                 grace,
                 run_terminate,
@@ -85,11 +121,11 @@ impl<H: Handler> Shard<H> {
         options: EntryOptions,
         mode: PutMode,
         now: Instant,
-    ) -> PutResult {
+    ) -> (PutResult, u32) {
         let existing = self.index.find(&self.slab, &id);
-        if existing.is_some() && mode == PutMode::IfAbsent {
+        if let (Some(slot), PutMode::IfAbsent) = (existing, mode) {
             self.ctx.stats.counters.puts_exists.increment(1);
-            return PutResult::Exists;
+            return (PutResult::Exists, slot);
         }
         if let Some(slot) = existing {
             self.remove(slot, TerminateReason::Replaced);
@@ -127,11 +163,51 @@ impl<H: Handler> Shard<H> {
 
         if existing.is_some() {
             self.ctx.stats.counters.puts_replaced.increment(1);
-            PutResult::Replaced
+            (PutResult::Replaced, slot)
         } else {
             self.ctx.stats.counters.puts_inserted.increment(1);
-            PutResult::Inserted
+            (PutResult::Inserted, slot)
         }
+    }
+
+    /// A put whose reply waits for the commit of its record. The payload
+    /// is encoded first, so a payload the codec refuses changes nothing.
+    fn put_persisted(
+        &mut self,
+        id: H::Id,
+        payload: H::Payload,
+        options: EntryOptions,
+        mode: PutMode,
+        reply: Reply<PutResult>,
+        now: Instant,
+    ) {
+        let encoded = match self.encode(&id, &payload) {
+            Ok(encoded) => encoded,
+            Err(error) => {
+                let _ = reply.send(Err(error));
+                return;
+            }
+        };
+        let (result, slot) = self.put(id, payload, options, mode, now);
+        let ops = match result {
+            PutResult::Exists => Vec::new(),
+            PutResult::Inserted | PutResult::Replaced => vec![self.record_op(slot, encoded, now)],
+        };
+        self.submit_with_reply(ops, reply, result);
+    }
+
+    /// Returns the store deletes for removed ids (none without a store).
+    fn delete_ops<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a H::Id>,
+    ) -> Vec<crate::store::StoreOp> {
+        if !self.persisting() {
+            return Vec::new();
+        }
+        ids.into_iter()
+            .filter_map(|id| self.key_of(id))
+            .map(|key| crate::store::StoreOp::Delete { key })
+            .collect()
     }
 
     /// Returns the first due time of a new entry, at most [`MAX_INTERVAL`] ahead.
@@ -200,6 +276,9 @@ impl<H: Handler> Shard<H> {
     /// entry leaves the slab and its `terminate` is queued now; a busy one is
     /// detached and terminated when its callback hands the payload back.
     pub(super) fn remove(&mut self, slot: u32, reason: TerminateReason) {
+        if !self.recovered_due.is_empty() {
+            self.recovered_due.remove(&slot);
+        }
         let entry = &self.slab[slot as usize];
         self.index.remove(&self.slab, &entry.id);
         if let Some(ring) = &self.ctx.ring {
@@ -465,6 +544,10 @@ fn reject_shutting_down<H: Handler>(command: Command<H>) {
         Command::Cast { reply, .. } => {
             let _ = reply.send(Err(Error::ShuttingDown));
         }
+        Command::Restore { reply, .. } => {
+            let _ = reply.send(Default::default());
+        }
+        Command::Flush => {}
         Command::Shutdown { reply, .. } => {
             let _ = reply.send(Default::default());
         }

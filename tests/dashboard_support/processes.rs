@@ -62,6 +62,8 @@ pub fn free_loopback_port() -> u16 {
 /// it kills the process.
 pub struct KeywheelProcess {
     child: tokio::process::Child,
+    /// The data directory, removed when the process is dropped.
+    _data: tempfile::TempDir,
     pub addr: SocketAddr,
     log: Arc<Mutex<VecDeque<String>>>,
 }
@@ -70,6 +72,7 @@ impl KeywheelProcess {
     /// Starts `keywheel serve` with small shard and worker counts, alerting
     /// to `webhook`, and waits for its start line.
     pub async fn start(webhook: &str) -> KeywheelProcess {
+        let data = tempfile::tempdir().expect("temp data dir");
         let mut child = tokio::process::Command::new(KEYWHEEL)
             .args([
                 "serve",
@@ -85,7 +88,9 @@ impl KeywheelProcess {
                 webhook,
                 "--webhook-timeout",
                 "1s",
+                "--data-dir",
             ])
+            .arg(data.path())
             .env_clear()
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -127,7 +132,12 @@ impl KeywheelProcess {
             }
         });
 
-        KeywheelProcess { child, addr, log }
+        KeywheelProcess {
+            child,
+            _data: data,
+            addr,
+            log,
+        }
     }
 
     /// Returns `http://ADDR`.

@@ -22,6 +22,7 @@ pub fn test_config() -> ServeConfig {
         shards: 2,
         workers: 4,
         drain_grace: Duration::from_secs(2),
+        data_dir: None,
         ..ServeConfig::default()
     }
 }
@@ -33,7 +34,7 @@ pub struct TestServer {
     pub client: Client,
     /// Bearer token that [`TestServer::send`] adds to every request, if any.
     pub token: Option<String>,
-    stop: oneshot::Sender<()>,
+    stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -95,7 +96,7 @@ impl TestServer {
             manager,
             client,
             token: None,
-            stop,
+            stop: Some(stop),
             task,
         }
     }
@@ -159,9 +160,16 @@ impl TestServer {
         metric_value(&text, name, labels)
     }
 
+    /// Starts the drain, as SIGTERM does, without waiting for it.
+    pub fn begin_drain(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
     /// Stops the server and checks that it drained cleanly.
-    pub async fn stop(self) {
-        let _ = self.stop.send(());
+    pub async fn stop(mut self) {
+        self.begin_drain();
         let result = tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
             .expect("server stops within 10 s")
