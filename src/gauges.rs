@@ -49,6 +49,7 @@ struct Gauges {
     due_not_started: Gauge,
     oldest_overdue: Gauge,
     store_queued: Gauge,
+    turn_max: Gauge,
 }
 
 impl Gauges {
@@ -73,6 +74,7 @@ impl Gauges {
             due_not_started: metrics::gauge!(names::DUE_NOT_STARTED, labels()),
             oldest_overdue: metrics::gauge!(names::OLDEST_OVERDUE_SECONDS, labels()),
             store_queued: metrics::gauge!(names::STORE_QUEUED_OPS, labels()),
+            turn_max: metrics::gauge!(names::SHARD_TURN_MAX_SECONDS, labels()),
         }
     }
 
@@ -81,7 +83,9 @@ impl Gauges {
         let mut total = 0;
         let mut due = 0;
         let mut oldest = std::time::Duration::ZERO;
+        let mut turn_max = 0;
         for (shared, gauge) in inner.shared.iter().zip(&self.shard_entries) {
+            turn_max = turn_max.max(shared.turn_max_gauge.swap(0, Ordering::Relaxed));
             let entries = shared.entries.load(Ordering::Relaxed);
             total += entries;
             due += shared.due_waiting.load(Ordering::Relaxed);
@@ -93,6 +97,7 @@ impl Gauges {
         self.entries.set(total as f64);
         self.due_not_started.set(due as f64);
         self.oldest_overdue.set(oldest.as_secs_f64());
+        self.turn_max.set(turn_max as f64 / 1e6);
         self.busy
             .set(inner.load.busy.load(Ordering::Relaxed) as f64);
         self.queued

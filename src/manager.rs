@@ -1481,11 +1481,16 @@ impl<H: Handler> Manager<H> {
 
         let mut replies = Vec::new();
         for (shard, slices) in self.slice_by_shard(entries, |entry| &entry.0) {
+            // The first slice tells the shard how many entries are coming,
+            // so its tables grow once, to the size they need, instead of
+            // doubling past it.
+            let mut coming: usize = slices.iter().map(Vec::len).sum();
             for slice in slices {
                 let (reply, response) = oneshot::channel();
                 let command = Command::PutMany {
                     items: slice,
                     mode,
+                    coming: std::mem::take(&mut coming),
                     reply,
                 };
                 self.send(shard, Wait::Block, command)
@@ -1735,6 +1740,60 @@ impl<H: Handler> Manager<H> {
     /// ```
     pub fn performs(&self) -> u64 {
         self.inner.stats.performs()
+    }
+
+    /// Returns the longest turn of any shard loop since the previous call
+    /// (or since the manager started), and starts a new measurement.
+    ///
+    /// A turn applies the callbacks that finished, the commands that
+    /// arrived and the timers that fell due, up to a budget of each; while
+    /// it runs, nothing else on that shard moves. A long turn shows a
+    /// cascade of the timer wheel or an oversized bulk command. The gauge
+    /// `keywheel_shard_turn_max_seconds` shows the same per gauge interval.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use keywheel::{Handler, Outcome};
+    /// # struct Noop;
+    /// # impl Handler for Noop {
+    /// #     type Id = u64;
+    /// #     type Payload = ();
+    /// #     type Request = ();
+    /// #     type Reply = ();
+    /// #     type Message = ();
+    /// #     async fn perform(&self, _id: &u64, _payload: &mut ()) -> Outcome<u64> {
+    /// #         Outcome::Continue
+    /// #     }
+    /// # }
+    /// use keywheel::{EntryOptions, Manager};
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let manager = Manager::builder(Noop).build()?;
+    /// let every = EntryOptions::every(Duration::from_secs(60));
+    /// manager.put_many((0..10_000).map(|id| (id, (), every))).await?;
+    ///
+    /// let longest = manager.take_longest_turn();
+    /// assert!(longest > Duration::ZERO, "the bulk load took some time");
+    /// assert!(manager.take_longest_turn() <= longest, "a new measurement starts");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn take_longest_turn(&self) -> Duration {
+        let micros = self
+            .inner
+            .shared
+            .iter()
+            .map(|shard| {
+                shard
+                    .turn_max_taken
+                    .swap(0, std::sync::atomic::Ordering::Relaxed)
+            })
+            .max()
+            .unwrap_or(0);
+        Duration::from_micros(micros)
     }
 
     /// Returns what stopped the store from committing writes, if anything

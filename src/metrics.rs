@@ -90,6 +90,9 @@ pub const POOL_WORKERS: &str = "keywheel_pool_workers";
 pub const DUE_NOT_STARTED: &str = "keywheel_due_not_started";
 /// How long the oldest due, not started perform has been waiting, in seconds.
 pub const OLDEST_OVERDUE_SECONDS: &str = "keywheel_oldest_overdue_seconds";
+/// The longest turn of any shard loop during the last gauge interval, in
+/// seconds: one turn applies finished callbacks, commands and due timers.
+pub const SHARD_TURN_MAX_SECONDS: &str = "keywheel_shard_turn_max_seconds";
 /// Store commits (group commits, each with one sync), with persistence on.
 pub const STORE_COMMITS_TOTAL: &str = "keywheel_store_commits_total";
 /// Records written to the store, by `op` (put, delete).
@@ -165,6 +168,11 @@ pub fn describe() {
         OLDEST_OVERDUE_SECONDS,
         Unit::Seconds,
         "How long the oldest due, not started perform has been waiting."
+    );
+    describe_gauge!(
+        SHARD_TURN_MAX_SECONDS,
+        Unit::Seconds,
+        "Longest turn of any shard loop during the last gauge interval."
     );
     describe_counter!(
         STORE_COMMITS_TOTAL,

@@ -54,6 +54,7 @@ const CATALOGUE: &[(&str, &str, &[&str])] = &[
     ("keywheel_pool_workers", "gauge", &["manager"]),
     ("keywheel_due_not_started", "gauge", &["manager"]),
     ("keywheel_oldest_overdue_seconds", "gauge", &["manager"]),
+    ("keywheel_shard_turn_max_seconds", "gauge", &["manager"]),
     ("keywheel_store_commits_total", "counter", &["manager"]),
     ("keywheel_store_writes_total", "counter", &["manager", "op"]),
     ("keywheel_store_errors_total", "counter", &["manager"]),

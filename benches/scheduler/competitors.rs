@@ -162,6 +162,15 @@ impl Competitor {
         }
     }
 
+    /// Returns the longest shard loop turn since the previous call, as
+    /// keywheel measures it itself; `None` for the other designs.
+    pub fn take_longest_turn(&self) -> Option<Duration> {
+        match self {
+            Competitor::Wheel(wheel) => Some(wheel.manager.take_longest_turn()),
+            _ => None,
+        }
+    }
+
     /// Asks the timer loop that owns `id` whether it has the id; the round
     /// trip waits for the loop's current turn to end.
     pub async fn contains(&self, id: u64) -> bool {

@@ -299,8 +299,8 @@ fn sweep_table(out: &mut String, records: &[Value], workload: &str) {
         return;
     }
     let _ = writeln!(out, "### W2: rate sweep ({workload}), no-op perform\n");
-    let _ = writeln!(out, "Lateness is the start of a perform minus its due time, in ms. A run is sustained when it achieves at least 95% of its demand with p99 at most 100 ms. Stall: the longest round trip of a `contains` probe sent to every timer loop every 10 ms (an upper bound of the longest loop turn). Cores used: CPU time of the benchmark process over the window; other cores: CPU time of every other process on the machine during the run. Cells show the median and the min–max of the repetitions.\n");
-    let _ = writeln!(out, "| design | demand | achieved /s | p50 | p99 | p999 | max | CPU s per 1M performs | cores used | other cores | stall ms | sustained |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "Lateness is the start of a perform minus its due time, in ms. A run is sustained when it achieves at least 95% of its demand with p99 at most 100 ms. Stall: the longest round trip of a `contains` probe sent to every timer loop every 10 ms (an upper bound of the longest loop turn, for every design). Turn: keywheel's own measure of its longest shard loop turn in the window. Cores used: CPU time of the benchmark process over the window; other cores: CPU time of every other process on the machine during the run. Cells show the median and the min–max of the repetitions.\n");
+    let _ = writeln!(out, "| design | demand | achieved /s | p50 | p99 | p999 | max | CPU s per 1M performs | cores used | other cores | stall ms | turn ms | sustained |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for demand in distinct(records, workload, "demand") {
         for name in &names {
             let runs = select(records, workload, name, None, Some(demand));
@@ -310,7 +310,7 @@ fn sweep_table(out: &mut String, records: &[Value], workload: &str) {
             let passed = runs.iter().filter(|r| sustained(r)).count();
             let _ = writeln!(
                 out,
-                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {passed}/{} |",
+                "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {passed}/{} |",
                 rate(demand),
                 cell(&runs, "achieved", 0),
                 cell(&runs, "lateness_ms.p50", 1),
@@ -321,6 +321,7 @@ fn sweep_table(out: &mut String, records: &[Value], workload: &str) {
                 cell(&runs, "cores_used", 2),
                 cell(&runs, "other_cores", 2),
                 cell(&runs, "probe_max_ms", 1),
+                cell(&runs, "turn_max_ms", 1),
                 runs.len(),
             );
         }
@@ -358,13 +359,13 @@ fn calls_table(out: &mut String, records: &[Value], workload: &str, title: &str)
     }
     let _ = writeln!(out, "### {title}\n");
     let _ = writeln!(out, "Open-loop calls to random keys at a fixed rate, in ms. Call latency runs from the call's scheduled send time, so it includes the wait for the runtime to start the calling task; round trip runs from that start to the reply.\n");
-    let _ = writeln!(out, "| design | demand | achieved /s | perform p99 | perform p999 | call p50 | call p99 | call max | round trip p50 | round trip p99 | failed calls | stall ms |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "| design | demand | achieved /s | perform p99 | perform p999 | call p50 | call p99 | call max | round trip p50 | round trip p99 | failed calls | stall ms | turn ms |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for name in &names {
         let runs = select(records, workload, name, None, None);
         let demand = median(&runs, "demand").unwrap_or(0.0);
         let _ = writeln!(
             out,
-            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             rate(demand),
             cell(&runs, "achieved", 0),
             cell(&runs, "lateness_ms.p99", 1),
@@ -376,6 +377,7 @@ fn calls_table(out: &mut String, records: &[Value], workload: &str, title: &str)
             cell(&runs, "call_round_trip_ms.p99", 2),
             cell(&runs, "calls_failed", 0),
             cell(&runs, "probe_max_ms", 1),
+            cell(&runs, "turn_max_ms", 1),
         );
     }
     let _ = writeln!(out);

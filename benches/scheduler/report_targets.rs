@@ -160,6 +160,13 @@ pub fn targets_table(out: &mut String, records: &[Value]) {
             met: |v| v <= 10.0,
         },
         Target {
+            name: "longest shard loop turn at half of own highest rate",
+            goal: "≤ 5 ms",
+            value: at("w4-own", None, "turn_max_ms"),
+            show: ms,
+            met: |v| v <= 5.0,
+        },
+        Target {
             name: "perform p99 at half of A's highest rate, A ÷ design",
             goal: "≥ 20×",
             value: {

@@ -105,6 +105,8 @@ struct Window {
 
 impl Window {
     fn open(competitor: &Competitor) -> Self {
+        // Starts keywheel's own measurement of the longest loop turn.
+        let _ = competitor.take_longest_turn();
         Window {
             lateness: competitor.lateness(),
             cpu: measure::cpu_time(),
@@ -131,6 +133,9 @@ impl Window {
             "cpu_s_per_million": cpu_per_million,
             "lateness_ms": summary_ms(&lateness),
             "lateness_curve": measure::quantile_curve(&lateness),
+            "turn_max_ms": competitor
+                .take_longest_turn()
+                .map(|turn| turn.as_secs_f64() * 1000.0),
         })
     }
 }

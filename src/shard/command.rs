@@ -32,6 +32,9 @@ pub(crate) enum Command<H: Handler> {
     PutMany {
         items: Vec<(H::Id, H::Payload, EntryOptions)>,
         mode: PutMode,
+        /// On the first slice of a bulk put, the entries of every slice
+        /// for this shard; 0 on the others.
+        coming: usize,
         reply: Reply<(usize, usize)>,
     },
     Get {

@@ -44,7 +44,12 @@ impl<H: Handler> Shard<H> {
                     self.put(id, payload, options, mode, now);
                 }
             },
-            Command::PutMany { items, mode, reply } => {
+            Command::PutMany {
+                items,
+                mode,
+                coming,
+                reply,
+            } => {
                 let encoded = if self.persisting() {
                     let encoded: Result<Vec<_>, Error> = items
                         .iter()
@@ -63,6 +68,9 @@ impl<H: Handler> Shard<H> {
 
                 let (mut inserted, mut replaced) = (0, 0);
                 let mut ops = Vec::new();
+                if coming > 0 {
+                    self.reserve_exact(coming);
+                }
                 self.index.reserve(&self.slab, items.len());
                 self.slab.reserve(items.len());
                 let mut encoded = encoded.map(Vec::into_iter);
@@ -208,6 +216,16 @@ impl<H: Handler> Shard<H> {
             .filter_map(|id| self.key_of(id))
             .map(|key| crate::store::StoreOp::Delete { key })
             .collect()
+    }
+
+    /// Makes room for `additional` more entries in the slab, the index and
+    /// the timer queue, growing each at most once and to the size asked
+    /// (the index to its next power of two), so a bulk load leaves no
+    /// doubled spare capacity behind.
+    fn reserve_exact(&mut self, additional: usize) {
+        self.slab.reserve_exact(additional);
+        self.index.reserve(&self.slab, additional);
+        self.timers.reserve(additional);
     }
 
     /// Returns the first due time of a new entry, at most [`MAX_INTERVAL`] ahead.

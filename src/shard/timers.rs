@@ -120,6 +120,13 @@ impl Timers {
         }
     }
 
+    /// Makes room for `additional` more timers in the active queue. An
+    /// empty queue grows to exactly that size; one with timers grows by
+    /// its own rule (at least doubling).
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.active.delays.reserve(additional);
+    }
+
     /// Returns true when the active queue is old enough to be replaced but
     /// the queue it replaced still contains timers, so no fresh queue can
     /// start.
