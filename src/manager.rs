@@ -510,6 +510,7 @@ impl<H: Handler> Manager<H> {
         let hasher = hashbrown::DefaultHashBuilder::default();
         let (pool_tx, pool_rx) = async_channel::bounded(config.pool_capacity);
         let (handed_back_tx, handed_back_rx) = async_channel::bounded(config.pool_capacity);
+        let (calls_tx, calls_rx) = async_channel::bounded(config.pool_capacity);
         let cancel = CancellationToken::new();
         let cancel_terminate = CancellationToken::new();
 
@@ -540,6 +541,7 @@ impl<H: Handler> Manager<H> {
             handler,
             batches: pool_rx,
             handed_back: handed_back_rx,
+            calls: calls_rx,
             requeue: handed_back_tx,
             done: done_senders,
             load: load.clone(),
@@ -558,6 +560,7 @@ impl<H: Handler> Manager<H> {
                 commands,
                 done,
                 pool: pool_tx.clone(),
+                calls: calls_tx.clone(),
                 load: load.clone(),
                 peers: peers.clone(),
                 ring: ring.clone(),

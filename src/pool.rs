@@ -153,6 +153,10 @@ pub(crate) struct WorkerContext<H: Handler> {
     /// Rests of batches handed back by workers whose callback had to wait;
     /// read before `batches`.
     pub(crate) handed_back: async_channel::Receiver<Batch<H>>,
+    /// Batches of calls, read before `batches`: a caller waits for its
+    /// reply, so a call does not queue behind the performs already handed
+    /// to the pool. Only shards send here, never workers.
+    pub(crate) calls: async_channel::Receiver<Batch<H>>,
     pub(crate) requeue: async_channel::Sender<Batch<H>>,
     pub(crate) done: Vec<mpsc::UnboundedSender<Vec<Done<H>>>>,
     pub(crate) load: Arc<PoolLoad>,
@@ -173,6 +177,11 @@ pub(crate) async fn run_worker<H: Handler>(ctx: Arc<WorkerContext<H>>) {
         run_batch(&ctx, batch, &mut stats).await;
         ctx.load.busy.fetch_sub(1, Ordering::Relaxed);
         stats.flush_if_stale();
+        // Callbacks that never wait leave a worker with nothing that
+        // yields, and a task it woke (a shard, most often) sits in this
+        // runtime thread's LIFO slot, where no other thread can steal it,
+        // until the worker yields. Once per batch keeps that wait short.
+        tokio::task::yield_now().await;
     }
     stats.flush();
 }
@@ -183,6 +192,9 @@ async fn next_batch<H: Handler>(
     stats: &mut WorkerStats,
 ) -> Option<Batch<H>> {
     if let Ok(batch) = ctx.handed_back.try_recv() {
+        return Some(batch);
+    }
+    if let Ok(batch) = ctx.calls.try_recv() {
         return Some(batch);
     }
     match ctx.batches.try_recv() {
@@ -196,6 +208,7 @@ async fn next_batch<H: Handler>(
             tokio::select! {
                 biased;
                 Ok(batch) = ctx.handed_back.recv() => return Some(batch),
+                Ok(batch) = ctx.calls.recv() => return Some(batch),
                 received = ctx.batches.recv() => return received.ok(),
                 _ = tokio::time::sleep(flush_in.unwrap_or_default()), if flush_in.is_some() => {
                     stats.flush();

@@ -181,6 +181,8 @@ pub(crate) struct ShardContext<H: Handler> {
     pub(crate) commands: mpsc::Receiver<Command<H>>,
     pub(crate) done: mpsc::UnboundedReceiver<Vec<Done<H>>>,
     pub(crate) pool: async_channel::Sender<Batch<H>>,
+    /// The pool's queue for calls, which workers read first.
+    pub(crate) calls: async_channel::Sender<Batch<H>>,
     pub(crate) load: Arc<PoolLoad>,
     /// Every shard's command channel, for `Move` to an id on another shard.
     /// Weak, so the shards alone never keep each other alive.
@@ -209,6 +211,8 @@ pub(crate) struct Shard<H: Handler> {
     panics: HashMap<u32, completion::PanicWindow>,
     /// Jobs for the pool, already split into batches.
     outgoing: Vec<VecDeque<Job<H>>>,
+    /// Calls for the pool, sent ahead of `outgoing` on the calls queue.
+    outgoing_calls: VecDeque<Job<H>>,
     /// Callbacks on the pool whose payload has not come back.
     in_flight: usize,
     /// Terminate jobs on the pool.
@@ -249,6 +253,7 @@ impl<H: Handler> Shard<H> {
             detached: HashMap::new(),
             panics: HashMap::new(),
             outgoing: Vec::new(),
+            outgoing_calls: VecDeque::new(),
             in_flight: 0,
             terminating: 0,
             phase: Phase::Running,
@@ -347,6 +352,20 @@ impl<H: Handler> Shard<H> {
 
     /// Hands the collected jobs to the pool, waiting while its queue is full.
     async fn send_outgoing(&mut self) {
+        if !self.outgoing_calls.is_empty() {
+            let jobs = std::mem::take(&mut self.outgoing_calls);
+            self.ctx
+                .load
+                .queued
+                .fetch_add(jobs.len(), Ordering::Relaxed);
+            let batch = Batch {
+                shard: self.ctx.index,
+                jobs,
+            };
+            if self.ctx.calls.send(batch).await.is_err() {
+                return;
+            }
+        }
         for jobs in self.outgoing.drain(..) {
             self.ctx
                 .load
@@ -372,6 +391,10 @@ impl<H: Handler> Shard<H> {
 
     /// Queues a job for the pool.
     fn push_job(&mut self, job: Job<H>) {
+        if matches!(job, Job::Call { .. }) {
+            self.outgoing_calls.push_back(job);
+            return;
+        }
         let batch_size = self.ctx.config.batch_size;
         match self.outgoing.last_mut() {
             Some(batch) if batch.len() < batch_size => batch.push_back(job),
