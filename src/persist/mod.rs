@@ -24,6 +24,16 @@
 //! before it is acknowledged; if the process dies before the commit, that
 //! write can be gone after the restart.
 //!
+//! # Closing the store
+//!
+//! [`Manager::shutdown`](crate::Manager::shutdown) writes the last payload
+//! changes, commits everything and closes the store before it returns, so
+//! the directory can be opened again at once. Dropping the last handle
+//! without a shutdown also commits what was sent and closes the store, but
+//! on the store's own thread after the drop returns: an open of the same
+//! directory right after it can fail with
+//! [`StoreError::Locked`](crate::store::StoreError::Locked).
+//!
 //! # Recovery
 //!
 //! [`ManagerBuilder::open`](crate::ManagerBuilder::open) reads every record
@@ -145,7 +155,8 @@ impl<I, P> Persistence<I, P> {
     /// on). Turn it off when `perform` keeps nothing in its payload worth a
     /// write: a million entries that perform every second would otherwise
     /// write a million records a second. Entries with an interval of 60 s
-    /// or more still have their next due time written after each perform.
+    /// or more, or none, still have their next due time written after
+    /// each perform.
     /// Changes made by `call` and `cast` are always written.
     pub fn perform_changes(mut self, enabled: bool) -> Self {
         self.perform_changes = enabled;

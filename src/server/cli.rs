@@ -149,12 +149,7 @@ pub struct ServeArgs {
     pub log_format: Option<LogFormat>,
 
     /// Directory that keeps the watches across restarts and crashes; one process at a time [default: keywheel-data]
-    #[arg(
-        long,
-        env = "KEYWHEEL_DATA_DIR",
-        value_name = "DIR",
-        conflicts_with = "ephemeral"
-    )]
+    #[arg(long, env = "KEYWHEEL_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
     /// Keep the watches in memory only: a restart or crash forgets them
@@ -391,24 +386,37 @@ impl ServeArgs {
 }
 
 impl ServeArgs {
-    /// Picks the data directory: none with `--ephemeral`, else the flag's,
-    /// the file's or the default.
+    /// Picks the data directory. Flags and `KEYWHEEL_*` variables win over
+    /// the config file; within one of the two, `ephemeral` and a data
+    /// directory together are an error.
     fn data_dir(
         &self,
         file: &FileConfig,
         default: Option<PathBuf>,
     ) -> anyhow::Result<Option<PathBuf>> {
-        let ephemeral = self.ephemeral || file.ephemeral.unwrap_or(false);
-        let chosen = self.data_dir.clone().or_else(|| file.data_dir.clone());
-        match (ephemeral, chosen) {
-            (true, Some(dir)) => anyhow::bail!(
-                "--ephemeral and --data-dir {} both set (by flags, KEYWHEEL_* variables or the config file): keep one",
+        let pick = |ephemeral: bool, dir: Option<PathBuf>, source: &str| match (ephemeral, dir) {
+            (true, Some(dir)) => Err(anyhow::anyhow!(
+                "ephemeral and data_dir {} are both set in {source}: keep one",
                 dir.display()
-            ),
-            (true, None) => Ok(None),
-            (false, Some(dir)) => Ok(Some(dir)),
-            (false, None) => Ok(default),
+            )),
+            (true, None) => Ok(Some(None)),
+            (false, Some(dir)) => Ok(Some(Some(dir))),
+            (false, None) => Ok(None),
+        };
+        let from_flags = pick(
+            self.ephemeral,
+            self.data_dir.clone(),
+            "the flags and KEYWHEEL_* variables (--ephemeral, --data-dir)",
+        )?;
+        if let Some(choice) = from_flags {
+            return Ok(choice);
         }
+        let from_file = pick(
+            file.ephemeral.unwrap_or(false),
+            file.data_dir.clone(),
+            "the config file",
+        )?;
+        Ok(from_file.unwrap_or(default))
     }
 
     /// Reads the token from `--auth-token` or else from the token file of

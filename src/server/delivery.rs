@@ -49,6 +49,10 @@ pub(crate) struct Deliveries {
     /// good would keep both alive.
     manager: Mutex<Option<Manager<Watchdog>>>,
     tasks: TaskTracker,
+    /// Set when the server stops: no new delivery starts, so the ones in
+    /// flight can finish and have their responses applied before the
+    /// manager stops taking casts.
+    closing: std::sync::atomic::AtomicBool,
     skipped_log: LogLimiter,
     apply_log: LogLimiter,
 }
@@ -118,6 +122,7 @@ impl Deliveries {
             in_flight: Mutex::new(HashMap::new()),
             manager: Mutex::new(None),
             tasks: TaskTracker::new(),
+            closing: std::sync::atomic::AtomicBool::new(false),
             skipped_log: LogLimiter::new(LOG_EVERY),
             apply_log: LogLimiter::new(LOG_EVERY),
         })
@@ -145,6 +150,9 @@ impl Deliveries {
     /// Claims the right to deliver an alert of `id` for the watch
     /// registered as `registration`.
     pub(crate) fn claim(self: &Arc<Self>, id: &Arc<str>, registration: u64) -> Claim {
+        if self.closing.load(std::sync::atomic::Ordering::Acquire) {
+            return Claim::NoSlot;
+        }
         let mut in_flight = self.lock_in_flight();
         match in_flight.get(id) {
             Some(&delivering) if delivering == registration => return Claim::Delivering,
@@ -242,9 +250,14 @@ impl Deliveries {
         }
     }
 
-    /// Waits up to `grace` for the deliveries in flight, and returns how
-    /// many were still running after it.
+    /// Stops new deliveries, waits up to `grace` for those in flight (their
+    /// responses are applied meanwhile), and returns how many were still
+    /// running after it. Alerts from now on are counted as skipped and
+    /// retried at their next due time, after a restart when the watches
+    /// are stored.
     pub(crate) async fn finish(&self, grace: Duration) -> usize {
+        self.closing
+            .store(true, std::sync::atomic::Ordering::Release);
         self.tasks.close();
         match tokio::time::timeout(grace, self.tasks.wait()).await {
             Ok(()) => 0,

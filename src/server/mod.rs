@@ -319,14 +319,14 @@ impl Server {
             }
         };
 
-        let finishing = async {
-            match &deliveries {
-                Some(link) => link.0.finish(config.drain_grace).await,
-                None => 0,
-            }
+        // Deliveries finish first, while the manager still takes the casts
+        // that apply their responses: a 410 answered during the drain
+        // still halts its entry, also in the store.
+        let deliveries_unfinished = match &deliveries {
+            Some(link) => link.0.finish(config.drain_grace).await,
+            None => 0,
         };
-        let (report, deliveries_unfinished) =
-            tokio::join!(manager.shutdown(config.drain_grace), finishing);
+        let report = manager.shutdown(config.drain_grace).await;
         drop(deliveries);
         tracing::info!(
             entries_terminated = report.terminated,

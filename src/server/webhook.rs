@@ -213,6 +213,12 @@ impl Webhook {
             .ok_or_else(|| format!("response has a non-string every {every}"))?;
         let interval = humantime::parse_duration(text)
             .map_err(|error| format!("response has an invalid every {text:?}: {error}"))?;
+        // As for registrations: the wheel counts whole milliseconds.
+        if !interval.subsec_nanos().is_multiple_of(1_000_000) {
+            return Err(format!(
+                "response has an every {text:?} that is not a whole number of milliseconds"
+            ));
+        }
         if interval < self.min_interval || interval > self.max_interval {
             return Err(format!(
                 "response has an every {text:?} outside the server's range of {} to {} (--min-interval, --max-interval)",

@@ -38,8 +38,23 @@ impl<H: Handler> Shard<H> {
                     let (result, _) = self.put(id, payload, options, mode, now);
                     let _ = reply.send(Ok(result));
                 }
-                // The insert half of a `Move`: the shard the entry left has
-                // written its record already.
+                // The insert half of a `Move`. The shard the entry left has
+                // written the record already, in one commit with the delete
+                // of the old id. It is written again here, in this shard's
+                // order, so a put or del of this id that arrived in between
+                // cannot leave the store different from the entry served.
+                None if self.persisting() => match self.encode(&id, &payload) {
+                    Ok(encoded) => {
+                        let (_, slot) = self.put(id, payload, options, mode, now);
+                        let op = self.record_op(slot, encoded, now);
+                        self.pending_ops.push(op);
+                        self.submit_pending(None);
+                    }
+                    Err(error) => {
+                        self.log_store_problem(&error);
+                        self.put(id, payload, options, mode, now);
+                    }
+                },
                 None => {
                     self.put(id, payload, options, mode, now);
                 }

@@ -266,10 +266,13 @@ impl<H: Handler> Shard<H> {
             return;
         };
         let entry = &mut self.slab[slot as usize];
+        // A long interval's next due time, and the end of a one-off
+        // schedule (an entry without an interval), must reach the store,
+        // or a restart would run the perform early or again.
         let keep_due = entry
             .interval
             .get()
-            .is_some_and(|every| every >= KEEP_DUE_FROM);
+            .is_none_or(|every| every >= KEEP_DUE_FROM);
         if was_perform && !persist.perform_changes && !keep_due {
             return;
         }

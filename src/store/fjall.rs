@@ -490,6 +490,7 @@ fn check_fjall_layout(path: &Path) -> Result<(), StoreError> {
             return Err(damaged(format!("fjall's file {name:?} is missing")));
         }
     }
+    check_journal(path)?;
 
     let keyspaces = path.join(FJALL_KEYSPACES_DIR);
     let read_error = |source| StoreError::Io {
@@ -525,6 +526,42 @@ fn check_fjall_layout(path: &Path) -> Result<(), StoreError> {
                  {FJALL_TREE_VERSION_FILE:?} file"
             )));
         }
+    }
+    Ok(())
+}
+
+/// Checks that the directory has a journal with something in it.
+///
+/// fjall creates its journal (`*.jnl`, preallocated) before the marker says
+/// the store is open, so a store past that point always has one. Without
+/// it, fjall would start a new journal whose sequence numbers restart
+/// below those of the data already in its tables: the store would look
+/// empty, and later writes could be hidden by older records at the next
+/// start.
+fn check_journal(path: &Path) -> Result<(), StoreError> {
+    let read_error = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        operation: "list the journal files",
+        source,
+    };
+    let mut journals = 0;
+    for dirent in std::fs::read_dir(path).map_err(read_error)? {
+        let dirent = dirent.map_err(read_error)?;
+        let is_journal = dirent
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.ends_with(".jnl"));
+        if is_journal && dirent.metadata().map_err(read_error)?.len() > 0 {
+            journals += 1;
+        }
+    }
+    if journals == 0 {
+        return Err(StoreError::Damaged {
+            path: path.to_path_buf(),
+            detail: "fjall's journal (a non-empty *.jnl file) is missing, so the most recent \
+                     writes are gone and older records could hide newer ones"
+                .to_string(),
+        });
     }
     Ok(())
 }
