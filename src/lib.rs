@@ -209,6 +209,8 @@ mod routing;
 #[cfg(feature = "server")]
 pub mod server;
 mod shard;
+#[cfg(feature = "server")]
+pub mod sizing;
 mod stats;
 pub mod store;
 

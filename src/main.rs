@@ -27,6 +27,8 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Run the watchdog end to end on loopback and check its alerts.
     Demo(DemoArgs),
+    /// Measure memory per key and the perform rates this machine sustains.
+    Bench(keywheel::sizing::BenchArgs),
 }
 
 /// Exit code for invalid settings, as clap uses for invalid flags.
@@ -37,6 +39,13 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => serve(&args),
         Command::Demo(args) => demo(args),
+        Command::Bench(args) => match run_async(keywheel::sizing::run(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
