@@ -7,55 +7,24 @@
 //! neither at the restart nor 60 s after it. Runs on the real clock, about
 //! 65 s.
 
+mod serve_support;
+
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, StatusCode};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_keywheel");
+use serve_support::{serve_command, ServeChild};
 const SHORT: usize = 50;
 
-struct Serve {
-    child: Child,
-    base: String,
-}
-
-async fn start(dir: &Path, client: &Client) -> Serve {
-    let mut child = Command::new(BINARY)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(["--shards", "4", "--data-dir"])
-        .arg(dir)
-        .env_clear()
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("keywheel starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
-    let listen = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.expect("stderr is readable") {
-            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if event["message"] == "keywheel serve started" {
-                return event["listen"].as_str().expect("listen").to_string();
-            }
-        }
-        panic!("serve exited before it started");
-    })
-    .await
-    .expect("serve starts within 60 s");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-
-    let base = format!("http://{listen}");
-    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+async fn start(dir: &Path, client: &Client) -> ServeChild {
+    let serve = serve_support::start(serve_command(dir, &["--shards", "4"])).await;
+    let ready = client
+        .get(format!("{}/readyz", serve.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), StatusCode::OK);
-    Serve { child, base }
+    serve
 }
 
 async fn put(client: &Client, base: &str, id: &str, every: &str) {
@@ -95,7 +64,7 @@ async fn metric(client: &Client, base: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn stop(serve: &mut Serve) {
+async fn stop(serve: &mut ServeChild) {
     let pid = serve.child.id().expect("running") as i32;
     // SAFETY: kill(2) on our own child's pid, with a valid signal number.
     unsafe { libc::kill(pid, libc::SIGTERM) };

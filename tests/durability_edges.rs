@@ -9,11 +9,11 @@
 //! the real clock and on 127.0.0.1 only. On a 2-core machine the default
 //! set took about 4 s and the ignored set about 7 s.
 
+mod serve_support;
 mod server_support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -24,70 +24,35 @@ use keywheel::{EntryOptions, FirstRun, Handler, Id, JsonCodec, Manager, Outcome,
 use reqwest::{Client, StatusCode};
 use serde_json::value::RawValue;
 use server_support::{test_config, TestServer};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_keywheel");
 
 // ---------------------------------------------------------------------
 // `keywheel serve` as a child process
 // ---------------------------------------------------------------------
 
+fn serve_command(dir: &Path) -> Command {
+    serve_support::serve_command(dir, &["--shards", "4", "--workers", "4"])
+}
+
+/// Starts `keywheel serve` on `dir` and waits until it listens; the
+/// returned `recovered` is the record count of its start-up log.
+async fn start_child(dir: &Path) -> Serving {
+    let serve = serve_support::start(serve_command(dir)).await;
+    Serving {
+        recovered: serve
+            .recovered
+            .expect("the start-up log reports the recovered records"),
+        child: serve.child,
+        base: serve.base,
+    }
+}
+
 /// A `keywheel serve` child and the record count its start-up log reported.
 struct Serving {
     child: Child,
     base: String,
-    /// `records` of the "recovered entries from the store" line.
     recovered: u64,
-}
-
-fn serve_command(dir: &Path) -> Command {
-    let mut command = Command::new(BINARY);
-    command
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(["--shards", "4", "--workers", "4", "--data-dir"])
-        .arg(dir)
-        .env_clear()
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command
-}
-
-/// Starts `keywheel serve` on `dir` and waits until it listens.
-async fn start_child(dir: &Path) -> Serving {
-    let mut child = serve_command(dir).spawn().expect("keywheel starts");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let mut lines = BufReader::new(stderr).lines();
-    let mut recovered = None;
-
-    let listen = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.expect("stderr is readable") {
-            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
-                continue;
-            };
-            if event["message"] == "recovered entries from the store" {
-                recovered = event["records"].as_u64();
-            }
-            if event["message"] == "keywheel serve started" {
-                return event["listen"].as_str().expect("listen").to_string();
-            }
-            assert_ne!(event["level"], "ERROR", "serve failed to start: {line}");
-        }
-        panic!("serve exited before it started");
-    })
-    .await
-    .expect("serve starts within 60 s");
-    // Keep reading stderr so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-
-    Serving {
-        child,
-        base: format!("http://{listen}"),
-        recovered: recovered.expect("the start-up log reports the recovered records"),
-    }
 }
 
 async fn kill_9(child: &mut Child) {

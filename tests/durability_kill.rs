@@ -8,17 +8,15 @@
 //! not come back. Only the last request of each client, the one in flight
 //! at the kill, may have gone either way. Twenty kills, seeded.
 
+mod serve_support;
+
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::{Client, StatusCode};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_keywheel");
+use serve_support::{serve_command, ServeChild};
 const KILLS: usize = 20;
 const CLIENTS: usize = 16;
 /// Ids per client; each client alone writes its ids, so the order of its
@@ -36,55 +34,17 @@ enum Known {
     Either(Box<Known>, Box<Known>),
 }
 
-struct Serve {
-    child: Child,
-    base: String,
-}
-
 /// Starts `keywheel serve` on the data directory and waits until it is ready.
-async fn start(dir: &Path, client: &Client) -> Serve {
-    let mut child = Command::new(BINARY)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(["--shards", "4", "--workers", "8", "--data-dir"])
-        .arg(dir)
-        .env_clear()
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("keywheel starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
-
-    let listen = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.expect("stderr is readable") {
-            let event: serde_json::Value = match serde_json::from_str(&line) {
-                Ok(event) => event,
-                Err(_) => continue,
-            };
-            if event["message"] == "keywheel serve started" {
-                return event["listen"].as_str().expect("listen").to_string();
-            }
-            if event["level"] == "ERROR" {
-                panic!("serve failed to start: {line}");
-            }
-        }
-        panic!("serve exited before it started");
-    })
-    .await
-    .expect("serve starts within 60 s");
-    // Keep reading stderr so the child never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-
-    let base = format!("http://{listen}");
+async fn start(dir: &Path, client: &Client) -> ServeChild {
+    let serve =
+        serve_support::start(serve_command(dir, &["--shards", "4", "--workers", "8"])).await;
     let ready = client
-        .get(format!("{base}/readyz"))
+        .get(format!("{}/readyz", serve.base))
         .send()
         .await
         .expect("readyz answers");
     assert_eq!(ready.status(), StatusCode::OK, "ready once started");
-    Serve { child, base }
+    serve
 }
 
 /// A small deterministic generator (splitmix64), so a failure can be replayed.

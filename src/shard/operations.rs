@@ -154,23 +154,13 @@ impl<H: Handler> Shard<H> {
             self.remove(slot, TerminateReason::Replaced);
         }
 
-        let generation = self.next_generation();
-        let interval = PackedInterval::new(options.interval);
-        let entry = Entry::new(
+        // Also after a replace: removing the old entry took the id off the ring.
+        let slot = self.insert_entry(
             id,
             payload,
-            interval,
+            PackedInterval::new(options.interval),
             options.cadence,
-            generation,
-            self.placeholder,
         );
-        let slot = self.slab.insert(entry) as u32;
-        self.index
-            .insert(&self.slab, &self.slab[slot as usize].id, slot);
-        // Also after a replace: removing the old entry took the id off the ring.
-        if let Some(ring) = &self.ctx.ring {
-            ring.add(&self.slab[slot as usize].id);
-        }
 
         match self.first_due(&options, now) {
             // Due now: start the perform at once, so it runs before any
@@ -241,6 +231,26 @@ impl<H: Handler> Shard<H> {
         self.slab.reserve_exact(additional);
         self.index.reserve(&self.slab, additional);
         self.timers.reserve(additional);
+    }
+
+    /// Adds a new entry, with no timer, to the slab, the index and the
+    /// routing ring; returns its slot. The id must not be in the index.
+    pub(super) fn insert_entry(
+        &mut self,
+        id: H::Id,
+        payload: H::Payload,
+        interval: PackedInterval,
+        cadence: crate::options::Cadence,
+    ) -> u32 {
+        let generation = self.next_generation();
+        let entry = Entry::new(id, payload, interval, cadence, generation, self.placeholder);
+        let slot = self.slab.insert(entry) as u32;
+        self.index
+            .insert(&self.slab, &self.slab[slot as usize].id, slot);
+        if let Some(ring) = &self.ctx.ring {
+            ring.add(&self.slab[slot as usize].id);
+        }
+        slot
     }
 
     /// Returns the first due time of a new entry, at most [`MAX_INTERVAL`] ahead.

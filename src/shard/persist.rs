@@ -336,21 +336,13 @@ impl<H: Handler> Shard<H> {
             if self.index.find(&self.slab, &id).is_some() {
                 continue;
             }
-            let generation = self.next_generation();
-            let entry = Entry::new(
+            let slot = self.insert_entry(
                 id,
                 payload,
                 PackedInterval::new(head.interval),
                 head.cadence,
-                generation,
-                self.placeholder,
             );
-            let slot = self.slab.insert(entry) as u32;
-            self.index
-                .insert(&self.slab, &self.slab[slot as usize].id, slot);
-            if let Some(ring) = &self.ctx.ring {
-                ring.add(&self.slab[slot as usize].id);
-            }
+            let generation = self.slab[slot as usize].generation;
             counts.restored += 1;
 
             let every = match head.interval {
