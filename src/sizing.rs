@@ -5,8 +5,9 @@
 //! the flags change them:
 //!
 //! - Footprint: `--keys` entries with `u64` ids, a unit payload and
-//!   intervals spread over 1 to 60 s are loaded with one `put_many`; the
-//!   resident memory the process gained, per key, and the load time.
+//!   intervals spread over 1 to 60 s are loaded with one `put_many`. It
+//!   reports the resident memory the process gained per key, and the load
+//!   time.
 //! - Rates: for each rate of `--rates`, `--keys` entries with the interval
 //!   that makes them fall due at that rate and a perform that does nothing;
 //!   after a warm-up, the performs per second achieved and the lateness

@@ -530,14 +530,17 @@ fn check_fjall_layout(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Checks that the directory has a journal with something in it.
+/// Checks that the directory has a journal file.
 ///
-/// fjall creates its journal (`*.jnl`, preallocated) before the marker says
-/// the store is open, so a store past that point always has one. Without
-/// it, fjall would start a new journal whose sequence numbers restart
-/// below those of the data already in its tables: the store would look
-/// empty, and later writes could be hidden by older records at the next
-/// start.
+/// fjall creates its journal (`*.jnl`) before the marker says the store is
+/// open, so a store past that point always has one; after a clean close it
+/// may be empty, because the tables hold everything. Without it, fjall
+/// would start a new journal whose sequence numbers restart below those of
+/// the data already in its tables: the store would look empty, and later
+/// writes could be hidden by older records at the next start.
+///
+/// NOTE: a journal cut to zero bytes after a crash is not detected; like a
+/// journal damaged in the middle, it loses the writes it held.
 fn check_journal(path: &Path) -> Result<(), StoreError> {
     let read_error = |source| StoreError::Io {
         path: path.to_path_buf(),
@@ -551,15 +554,15 @@ fn check_journal(path: &Path) -> Result<(), StoreError> {
             .file_name()
             .to_str()
             .is_some_and(|name| name.ends_with(".jnl"));
-        if is_journal && dirent.metadata().map_err(read_error)?.len() > 0 {
+        if is_journal {
             journals += 1;
         }
     }
     if journals == 0 {
         return Err(StoreError::Damaged {
             path: path.to_path_buf(),
-            detail: "fjall's journal (a non-empty *.jnl file) is missing, so the most recent \
-                     writes are gone and older records could hide newer ones"
+            detail: "fjall's journal (a *.jnl file) is missing, so the most recent writes \
+                     are gone and older records could hide newer ones"
                 .to_string(),
         });
     }

@@ -16,7 +16,7 @@ use tokio::process::{Child, Command};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_keywheel");
 
-/// A running `keywheel serve` and what its start-up log said.
+/// A running `keywheel serve` and the figures its start-up log reported.
 pub struct ServeChild {
     pub child: Child,
     /// `http://ADDR:PORT`.
