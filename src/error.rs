@@ -126,11 +126,11 @@ pub enum Error {
     },
     /// The store failed to commit a write. The change is applied in memory
     /// but may be gone after a restart, and the manager commits no further
-    /// writes; fix the cause the detail names (disk space, permissions, a
+    /// writes. Fix the cause the detail names (disk space, permissions, a
     /// failing disk) and restart the program.
     #[error("store write failed, so the change may not survive a restart: {detail}; no further writes are committed until the program restarts")]
     Store {
-        /// What the store reported.
+        /// The store's error message.
         detail: String,
     },
 }

@@ -1749,7 +1749,7 @@ impl<H: Handler> Manager<H> {
     /// (or since the manager started), and starts a new measurement.
     ///
     /// A turn applies the callbacks that finished, the commands that
-    /// arrived and the timers that fell due, up to a budget of each; while
+    /// arrived and the timers that fell due, up to a budget of each. While
     /// it runs, nothing else on that shard moves. A long turn shows a
     /// cascade of the timer wheel or an oversized bulk command. The gauge
     /// `keywheel_shard_turn_max_seconds` shows the same per gauge interval.
@@ -1981,7 +1981,7 @@ impl<H: Handler> Manager<H> {
     }
 }
 
-/// What every shard of a manager with a store gets.
+/// Store settings handed to every shard of a manager with a store.
 struct ShardPersistSeed<H: Handler> {
     codec: Arc<dyn crate::persist::Codec<H::Id, H::Payload>>,
     writer: Arc<Writer>,

@@ -2,10 +2,10 @@
 //!
 //! Fifty watches with a 1 s interval and one with 60 s are stored, and the
 //! server stops for 10 s. After the restart the fifty alert within their
-//! jitter window (at most their 1 s interval), the lateness histogram shows
-//! the 10 s they waited, and the 60 s watch alerts 60 s after it was put,
-//! neither at the restart nor 60 s after it. Runs on the real clock, about
-//! 65 s.
+//! jitter window (at most their 1 s interval), and the lateness histogram
+//! shows the 10 s they waited. The 60 s watch alerts 60 s after it was
+//! put, neither at the restart nor 60 s after it. Runs on the real clock,
+//! about 65 s.
 
 mod serve_support;
 

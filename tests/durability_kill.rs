@@ -23,7 +23,7 @@ const CLIENTS: usize = 16;
 /// acknowledgements is the order of the changes.
 const IDS_PER_CLIENT: u64 = 40;
 
-/// What the parent knows about one id.
+/// The state of one id, as its acknowledgements show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Known {
     /// Acknowledged present with this payload.

@@ -51,7 +51,7 @@ pub(crate) struct Writer {
     state: Arc<WriterState>,
 }
 
-/// What the writers and the commit thread share.
+/// State shared by the writers and the commit thread.
 pub(crate) struct WriterState {
     /// The version of the next record; grows with every write.
     version: AtomicU64,

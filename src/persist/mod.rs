@@ -180,7 +180,7 @@ impl<I, P> std::fmt::Debug for Persistence<I, P> {
     }
 }
 
-/// What recovery read from the store.
+/// Counts of a recovery scan: records read and the highest version seen.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Scanned {
     pub(crate) records: u64,

@@ -183,8 +183,8 @@ impl<H: Handler> Shard<H> {
         }
     }
 
-    /// A put whose reply waits for the commit of its record. The payload
-    /// is encoded first, so a payload the codec refuses changes nothing.
+    /// Puts an entry and replies once its record is committed. The payload
+    /// is encoded first, so a payload the codec rejects changes nothing.
     fn put_persisted(
         &mut self,
         id: H::Id,
@@ -224,9 +224,9 @@ impl<H: Handler> Shard<H> {
     }
 
     /// Makes room for `additional` more entries in the slab, the index and
-    /// the timer queue, growing each at most once and to the size asked
-    /// (the index to its next power of two), so a bulk load leaves no
-    /// doubled spare capacity behind.
+    /// the timer queue. Each grows at most once, to the size asked (the
+    /// index to its next power of two), so a bulk load leaves no doubled
+    /// spare capacity behind.
     fn reserve_exact(&mut self, additional: usize) {
         self.slab.reserve_exact(additional);
         self.index.reserve(&self.slab, additional);

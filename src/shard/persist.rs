@@ -29,7 +29,7 @@ use crate::Id;
 /// restart does not run them early.
 const KEEP_DUE_FROM: Duration = Duration::from_secs(60);
 
-/// What a shard needs to write to the store.
+/// The store writer and settings of one shard.
 pub(crate) struct ShardPersist<H: Handler> {
     pub(crate) codec: Arc<dyn Codec<H::Id, H::Payload>>,
     pub(crate) writer: Arc<Writer>,
@@ -46,7 +46,7 @@ pub(crate) struct Restored<H: Handler> {
     pub(crate) head: Head,
 }
 
-/// What a shard did with the entries of one restore command.
+/// Counts of one restore command: entries restored, and how many were overdue.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct RestoreCounts {
     pub(crate) restored: u64,
@@ -143,7 +143,8 @@ impl<H: Handler> Shard<H> {
         Some(record::key(id.stable_hash(), &id_bytes))
     }
 
-    /// The record of the entry in `slot`, with already encoded payload bytes.
+    /// Builds the store record of the entry in `slot` from its already
+    /// encoded key and payload bytes.
     pub(super) fn record_op(&self, slot: u32, encoded: Encoded, now: Instant) -> StoreOp {
         let persist = self
             .ctx
@@ -174,8 +175,8 @@ impl<H: Handler> Shard<H> {
         }
     }
 
-    /// The record head of an entry moved to a new id: its first perform is
-    /// due one interval from now.
+    /// Builds the record head of an entry moved to a new id, whose first
+    /// perform is due one interval from now.
     pub(super) fn moved_head(&self, options: &crate::EntryOptions, now: Instant) -> Head {
         let persist = self
             .ctx
